@@ -1,0 +1,237 @@
+"""Pruning masks: magnitude pruning, enforcement during training, and safetensors I/O.
+
+A mask is a ``dict`` from parameter name to a ``torch.bool`` tensor of the parameter's
+shape (True = the weight survives). Only prunable tensors appear in it.
+
+Magnitude pruning removes *exactly* the requested number of weights: the smallest
+surviving magnitudes go first and ties at the threshold are broken deterministically
+(tensor order, then flat index), so every process and every re-run computes the same
+mask. The global threshold is found with an in-place selection over a single buffer of
+the surviving magnitudes, so the extra memory is at most one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "Mask", "full_mask", "mask_density", "surviving", "removal_counts", "magnitude_prune", "next_mask",
+    "MaskEnforcer", "apply_mask", "save_mask", "load_mask", "check_mask", "broadcast_mask",
+    "SCHEDULES", "PRUNING_SCOPES",
+]
+
+Mask = dict[str, torch.Tensor]
+SCHEDULES = ("geometric", "linear")  # fraction of the surviving weights / of the original weights per level
+PRUNING_SCOPES = ("global", "layerwise")
+
+
+def full_mask(model: nn.Module, names: list[str]) -> Mask:
+    """An all-True mask over ``names`` (the dense network, level 0)."""
+    params = dict(model.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ValueError(f"the model has no parameters named {missing[:5]}")
+    return {n: torch.ones_like(params[n], dtype=torch.bool, device="cpu") for n in names}
+
+
+def surviving(mask: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    return {n: int(m.sum()) for n, m in mask.items()}
+
+
+def mask_density(mask: Mapping[str, torch.Tensor]) -> float:
+    """Surviving fraction of the masked (prunable) weights."""
+    total = sum(m.numel() for m in mask.values())
+    return sum(surviving(mask).values()) / total if total else 1.0
+
+
+def _exact(fraction: float) -> Fraction:
+    # Fraction(repr(0.2)) == 1/5: ceil(0.2 * 100) is 20, not the 21 float rounding gives
+    return Fraction(repr(float(fraction)))
+
+
+def removal_counts(
+    mask: Mapping[str, torch.Tensor], fraction: float, *, scope: str = "global", schedule: str = "geometric",
+) -> int | dict[str, int]:
+    """How many weights the next pruning step removes (SCIENCE §1.4).
+
+    ``geometric``: ⌈fraction · surviving⌉ (open_lth, Frankle & Carbin). ``linear``:
+    ⌈fraction · original⌉ of the original weights per level (the BERT-tickets schedule).
+    Global scope returns one count; layerwise a count per tensor.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"prune fraction must lie in (0, 1), got {fraction}")
+    if scope not in PRUNING_SCOPES:
+        raise ValueError(f"pruning must be one of {PRUNING_SCOPES}, got {scope!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    f = _exact(fraction)
+    alive = surviving(mask)
+
+    def count(n_alive: int, n_total: int) -> int:
+        base = n_alive if schedule == "geometric" else n_total
+        return min(math.ceil(f * base), n_alive)
+
+    if scope == "global":
+        return count(sum(alive.values()), sum(m.numel() for m in mask.values()))
+    return {n: count(alive[n], mask[n].numel()) for n in mask}
+
+
+@torch.no_grad()
+def magnitude_prune(
+    weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], remove: int | Mapping[str, int],
+) -> Mask:
+    """Remove exactly ``remove`` surviving weights with the smallest ``|w|``.
+
+    ``remove`` is one count (one threshold over all tensors: global pruning) or a count
+    per tensor (layerwise pruning). Returns a new mask; the inputs are not modified.
+    """
+    if isinstance(remove, Mapping):
+        out: Mask = {}
+        for name in mask:
+            out.update(_prune_global({name: weights[name]}, {name: mask[name]}, int(remove.get(name, 0))))
+        return out
+    return _prune_global(weights, mask, int(remove))
+
+
+def _prune_global(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], k: int) -> Mask:
+    names = list(mask)
+    for n in names:
+        if tuple(weights[n].shape) != tuple(mask[n].shape):
+            raise ValueError(f"mask for {n} has shape {tuple(mask[n].shape)}, weight has {tuple(weights[n].shape)}")
+    alive = [int(mask[n].sum()) for n in names]
+    total = sum(alive)
+    if k < 0 or k >= total:
+        raise ValueError(f"cannot remove {k} of the {total} surviving weights (at least one must survive)")
+    if k == 0:
+        return {n: mask[n].clone() for n in names}
+
+    def score(n: str) -> torch.Tensor:
+        return weights[n].detach().to("cpu", torch.float32).abs()
+
+    # one buffer of the surviving magnitudes; the k-th smallest by in-place selection
+    buf = torch.empty(total, dtype=torch.float32)
+    offset = 0
+    for n, c in zip(names, alive):
+        torch.masked_select(score(n), mask[n].cpu(), out=buf[offset:offset + c])
+        offset += c
+    values = buf.numpy()
+    if np.isnan(values).any():
+        raise ValueError("cannot prune by magnitude: the weights contain NaN")
+    values.partition(k - 1)
+    threshold = float(values[k - 1])
+    below = int(np.count_nonzero(values[:k] < threshold))
+    del buf, values
+
+    ties = k - below  # weights equal to the threshold still to remove, first in tensor/flat order
+    out = {}
+    for n in names:
+        s, m = score(n), mask[n].cpu()
+        keep = m & (s >= threshold)
+        if ties > 0:
+            eq = (m & (s == threshold)).flatten().nonzero().flatten()[:ties]
+            keep.view(-1)[eq] = False
+            ties -= eq.numel()
+        out[n] = keep
+    return out
+
+
+def next_mask(
+    weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], fraction: float = 0.2,
+    scope: str = "global", schedule: str = "geometric",
+) -> Mask:
+    """One IMP pruning step: the mask of the next level from this level's trained weights."""
+    return magnitude_prune(weights, mask, removal_counts(mask, fraction, scope=scope, schedule=schedule))
+
+
+class MaskEnforcer:
+    """Multiplies masked parameters by their mask in place: pruned weights are exactly zero.
+
+    Called after every optimizer step, so momentum, weight decay, Adam moments, gradient
+    accumulation and mixed precision cannot revive a pruned weight. One fused
+    ``_foreach_mul_`` over the pruned tensors only; tensors with nothing pruned are skipped.
+    """
+
+    def __init__(self, model: nn.Module, mask: Mapping[str, torch.Tensor]):
+        params = dict(model.named_parameters())
+        check_mask(mask, model)
+        pairs = [(params[n], m) for n, m in mask.items() if not bool(m.all())]
+        self.params = [p for p, _ in pairs]
+        self.factors = [m.to(device=p.device, dtype=p.dtype) for p, m in pairs]
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.factors)
+
+
+def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
+    """Zero the pruned weights of ``model`` once."""
+    MaskEnforcer(model, mask).apply()
+
+
+def check_mask(mask: Mapping[str, torch.Tensor], model: nn.Module | None = None, source: str = "mask") -> None:
+    """Raise a clear error if ``mask`` is not boolean or does not fit ``model``."""
+    if not mask:
+        raise ValueError(f"{source} is empty")
+    params = dict(model.named_parameters()) if model is not None else None
+    for name, m in mask.items():
+        if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
+            dtype = getattr(m, "dtype", type(m).__name__)
+            raise ValueError(f"{source}: entry {name!r} is {dtype}, masks must be torch.bool")
+        if params is None:
+            continue
+        if name not in params:
+            raise ValueError(f"{source}: the model has no parameter {name!r}")
+        if tuple(params[name].shape) != tuple(m.shape):
+            raise ValueError(f"{source}: {name!r} has shape {tuple(m.shape)} but the parameter is "
+                             f"{tuple(params[name].shape)}; the mask does not fit this model")
+
+
+def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write a mask as bool tensors in safetensors, atomically (temp file, then rename)."""
+    from safetensors.torch import save_file
+
+    check_mask(mask)
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    save_file({n: m.detach().cpu().contiguous() for n, m in mask.items()}, tmp,
+              metadata={k: str(v) for k, v in (metadata or {}).items()})
+    os.replace(tmp, path)
+
+
+def load_mask(path: str | os.PathLike, model: nn.Module | None = None) -> Mask:
+    """Read a mask, refusing files that are not safetensors, not boolean, or do not fit ``model``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no mask file at {path}")
+    try:
+        mask = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors mask file: {e}") from e
+    check_mask(mask, model, source=path)
+    return mask
+
+
+def broadcast_mask(mask: Mask, src: int = 0) -> Mask:
+    """Make every process hold ``src``'s mask bit for bit (no-op outside torch.distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return mask
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    out = {}
+    for name, m in mask.items():
+        t = m.to(device=device, dtype=torch.uint8).contiguous()
+        dist.broadcast(t, src=src)
+        out[name] = t.bool().cpu()
+    return out
