@@ -198,12 +198,12 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike, metadat
     """Write a mask as bool tensors in safetensors, atomically (temp file, then rename)."""
     from safetensors.torch import save_file
 
+    from .io import atomic_path
+
     check_mask(mask)
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    save_file({n: m.detach().cpu().contiguous() for n, m in mask.items()}, tmp,
-              metadata={k: str(v) for k, v in (metadata or {}).items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({n: m.detach().cpu().contiguous() for n, m in mask.items()}, tmp,
+                  metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
 def load_mask(path: str | os.PathLike, model: nn.Module | None = None) -> Mask:

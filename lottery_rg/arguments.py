@@ -1,0 +1,118 @@
+"""Dataclasses for ``HfArgumentParser``: the lottery settings, and the model and data choices.
+
+``LotteryArguments`` sits next to ``transformers.TrainingArguments``: everything about
+optimisation (learning rate, epochs, batch size, precision, checkpointing) stays in
+``TrainingArguments``; everything about IMP lives here. Invalid settings fail in
+``__post_init__``, i.e. while parsing, before any model or data is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .masks import PRUNING_SCOPES, SCHEDULES
+
+__all__ = ["LotteryArguments", "ModelArguments", "DataArguments", "TASKS"]
+
+TASKS = ("image-classification", "fill-mask")
+
+
+@dataclass
+class LotteryArguments:
+    """Iterative magnitude pruning with rewinding (SCIENCE §1)."""
+
+    levels: int = field(default=10, metadata={
+        "help": "Pruning levels after the dense level 0: trains levels 0..N, each pruned once more."})
+    prune_fraction: float = field(default=0.2, metadata={
+        "help": "Fraction pruned per level: of the surviving weights (geometric schedule) or of the original "
+                "weights (linear schedule)."})
+    pruning: str = field(default="global", metadata={
+        "help": "global: one magnitude threshold over all prunable tensors; layerwise: the fraction in each tensor.",
+        "choices": list(PRUNING_SCOPES)})
+    schedule: str = field(default="geometric", metadata={
+        "help": "geometric: remove prune_fraction of the surviving weights per level (open_lth); linear: remove "
+                "prune_fraction of the original weights per level (BERT tickets).", "choices": list(SCHEDULES)})
+    rewind_steps: int = field(default=0, metadata={
+        "help": "Rewind point k in optimizer steps: every level restarts from the weights, buffers and learning-rate "
+                "schedule of step k (0 = the initial or pre-trained weights)."})
+    prune_include: list[str] | None = field(default=None, metadata={
+        "help": "Regular expressions selecting the prunable parameters (replaces the family default)."})
+    prune_exclude: list[str] | None = field(default=None, metadata={
+        "help": "Regular expressions removing parameters from the prunable set."})
+    push_levels: bool = field(default=False, metadata={
+        "help": "With --push_to_hub: also push every level's ticket (as branch level-XX), not only the final one."})
+
+    def __post_init__(self):
+        if self.levels < 1:
+            raise ValueError(f"--levels must be at least 1 (level 0 is the dense network), got {self.levels}")
+        if not 0.0 < self.prune_fraction < 1.0:
+            raise ValueError(f"--prune_fraction must lie strictly between 0 and 1, got {self.prune_fraction}")
+        if self.pruning not in PRUNING_SCOPES:
+            raise ValueError(f"--pruning must be one of {PRUNING_SCOPES}, got {self.pruning!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.schedule == "linear" and self.levels * self.prune_fraction >= 1.0:
+            raise ValueError(
+                f"a linear schedule removing {self.prune_fraction:.0%} of the original weights per level leaves "
+                f"nothing after {self.levels} levels; use fewer levels or a smaller --prune_fraction")
+        if self.rewind_steps < 0:
+            raise ValueError(f"--rewind_steps must be >= 0, got {self.rewind_steps}")
+
+    def settings(self) -> dict:
+        """The settings that define a run; a resumed run must match them exactly."""
+        d = asdict(self)
+        d.pop("push_levels")
+        return d
+
+    def target_density(self, level: int) -> float:
+        """Nominal density of the prunable weights after ``level`` levels (before rounding)."""
+        if self.schedule == "geometric":
+            return (1.0 - self.prune_fraction) ** level
+        return 1.0 - self.prune_fraction * level
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(default="resnet20_cifar", metadata={
+        "help": "A timm architecture (resnet18, resnet50, resnet20_cifar, …), a local folder, or a Hub repo id "
+                "(timm or transformers checkpoint). For fill-mask, 'embedded-bert' trains a small BERT from scratch."})
+    task: str | None = field(default=None, metadata={
+        "help": "image-classification or fill-mask; inferred from the model when omitted.", "choices": list(TASKS)})
+    pretrained: bool = field(default=False, metadata={
+        "help": "For a timm architecture name: start from timm's pretrained weights (needs the network)."})
+    revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path if not the model's."})
+    bert_layers: int = field(default=4, metadata={"help": "Encoder layers of the embedded from-scratch BERT."})
+    bert_hidden_size: int = field(default=256, metadata={"help": "Hidden size of the embedded from-scratch BERT."})
+
+    def __post_init__(self):
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}")
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "A data set for datasets.load_dataset (Hub name or local folder). Default: the embedded data "
+                "(scikit-learn digits for images, Python's own documentation for fill-mask)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of the data set."})
+    train_file: str | None = field(default=None, metadata={"help": "A local text/csv/json file (fill-mask)."})
+    validation_file: str | None = field(default=None, metadata={"help": "A local validation file (fill-mask)."})
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: detected)."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column (default: detected)."})
+    image_size: int | None = field(default=None, metadata={
+        "help": "Side of the (square) input images; default: the model's input size."})
+    augment: bool = field(default=False, metadata={"help": "Random crop and horizontal flip during training."})
+    max_seq_length: int = field(default=128, metadata={"help": "Sequence length for fill-mask."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked for MLM."})
+    test_fraction: float = field(default=0.2, metadata={
+        "help": "Share held out for evaluation when the data set has no test/validation split."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation set."})
+
+    def __post_init__(self):
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"--test_fraction must lie in (0, 1), got {self.test_fraction}")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ValueError(f"--mlm_probability must lie in (0, 1), got {self.mlm_probability}")

@@ -1,0 +1,117 @@
+"""Image-classification data in the Hub's schema (``image`` + ``label``), embedded or loaded.
+
+The embedded default is scikit-learn's handwritten digits (1,797 real 8x8 scans that ship
+inside scikit-learn), up-sampled and turned into RGB PIL images so that it looks exactly
+like a Hub image-classification data set. Anything ``datasets.load_dataset`` can open
+(a Hub name, an ``imagefolder``, a folder written by ``save_to_disk`` …) goes through the
+same transform.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+__all__ = ["embedded_digits", "load_image_datasets", "ImageTransform", "accuracy_metrics"]
+
+
+def embedded_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0):
+    """scikit-learn's digits as a ``DatasetDict`` with ``train``/``test`` (stratified split)."""
+    import datasets
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = [
+        Image.fromarray((img * (255.0 / 16.0)).astype(np.uint8), mode="L")
+        .resize((image_size, image_size), Image.Resampling.BILINEAR).convert("RGB")
+        for img in digits.images
+    ]
+    features = datasets.Features({
+        "image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)]),
+    })
+    ds = datasets.Dataset.from_dict({"image": images, "label": digits.target.tolist()}, features=features)
+    return ds.train_test_split(test_size=test_fraction, seed=seed, stratify_by_column="label")
+
+
+_IMAGE_COLUMNS = ("image", "img", "pixel_values", "images")
+_LABEL_COLUMNS = ("label", "labels", "fine_label", "coarse_label", "class")
+
+
+def _pick(columns, wanted, candidates, what, dataset_name):
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(f"{dataset_name}: no {what} column {wanted!r}; columns are {list(columns)}")
+        return wanted
+    for c in candidates:
+        if c in columns:
+            return c
+    raise ValueError(f"{dataset_name}: cannot find the {what} column among {list(columns)}; "
+                     f"pass --{what}_column")
+
+
+def load_image_datasets(
+    dataset_name: str | None = None, dataset_config_name: str | None = None, *, image_column: str | None = None,
+    label_column: str | None = None, test_fraction: float = 0.2, seed: int = 0, image_size: int = 32,
+    revision: str | None = None,
+):
+    """``train``/``test`` splits with columns ``image`` and ``label`` (a ``ClassLabel``).
+
+    Without ``dataset_name`` the embedded digits; otherwise ``datasets.load_dataset`` (a
+    folder saved with ``save_to_disk`` is opened with ``load_from_disk``). A data set
+    without a test split gets one held out with ``test_fraction``.
+    """
+    import datasets
+
+    if dataset_name is None:
+        return embedded_digits(image_size=image_size, test_fraction=test_fraction, seed=seed)
+    if os.path.isdir(dataset_name) and os.path.isfile(os.path.join(dataset_name, "dataset_dict.json")):
+        dsd = datasets.load_from_disk(dataset_name)
+    else:
+        dsd = datasets.load_dataset(dataset_name, dataset_config_name, revision=revision)
+    if isinstance(dsd, datasets.Dataset):
+        dsd = datasets.DatasetDict({"train": dsd})
+    if "train" not in dsd:
+        raise ValueError(f"{dataset_name} has no 'train' split (splits: {list(dsd)})")
+    test = next((s for s in ("test", "validation", "valid", "val") if s in dsd), None)
+    if test is None:
+        dsd = dsd["train"].train_test_split(test_size=test_fraction, seed=seed)
+    else:
+        dsd = datasets.DatasetDict({"train": dsd["train"], "test": dsd[test]})
+    columns = dsd["train"].column_names
+    img = _pick(columns, image_column, _IMAGE_COLUMNS, "image", dataset_name)
+    lab = _pick(columns, label_column, _LABEL_COLUMNS, "label", dataset_name)
+    dsd = dsd.select_columns([img, lab])
+    if img != "image":
+        dsd = dsd.rename_column(img, "image")
+    if lab != "label":
+        dsd = dsd.rename_column(lab, "label")
+    if not isinstance(dsd["train"].features["label"], datasets.ClassLabel):
+        dsd = dsd.class_encode_column("label")
+    return dsd
+
+
+class ImageTransform:
+    """Batch transform for ``Dataset.with_transform``: PIL images -> normalised ``pixel_values``."""
+
+    def __init__(self, image_size: int, mean, std, train: bool = False, augment: bool = False):
+        from torchvision import transforms as T
+
+        steps = [T.Resize((image_size, image_size))]
+        if train and augment:
+            steps += [T.RandomCrop(image_size, padding=max(1, image_size // 8)), T.RandomHorizontalFlip()]
+        steps += [T.ToTensor(), T.Normalize(mean, std)]
+        self.transform = T.Compose(steps)
+
+    def __call__(self, batch: dict) -> dict:
+        pixels = torch.stack([self.transform(img.convert("RGB")) for img in batch["image"]])
+        return {"pixel_values": pixels, "labels": torch.as_tensor(batch["label"], dtype=torch.long)}
+
+
+def accuracy_metrics(eval_pred) -> dict:
+    """Top-1 accuracy (a fraction) for ``Trainer(compute_metrics=...)``."""
+    logits, labels = eval_pred
+    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}

@@ -1,0 +1,123 @@
+"""Atomic file writes and model states in safetensors.
+
+Everything lottery_rg writes goes to a temporary name first and is renamed into place,
+so an interrupted run (even ``kill -9``) leaves either the old file or the new one,
+never half of one. Model states are written with safetensors (no pickle), including
+buffers such as BatchNorm running statistics; tied weights are stored once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "save_state", "load_state", "state_from_file"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary file name next to ``path``; rename it onto ``path`` on success."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces ``path`` as a whole (complete or absent)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(path.name + ".old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=_jsonable)
+            f.write("\n")
+
+
+def _jsonable(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def read_json(path: str | os.PathLike):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def save_state(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write the full ``state_dict`` (parameters and buffers) of ``model`` to safetensors, atomically."""
+    from safetensors.torch import save_model
+
+    with atomic_path(path) as tmp:
+        save_model(model, tmp, metadata={"format": "pt", **{k: str(v) for k, v in (metadata or {}).items()}})
+
+
+def load_state(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> None:
+    """Load a state written by :func:`save_state` (or any safetensors state dict) into ``model``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no weights file at {path}")
+    try:
+        missing, unexpected = load_model(model, path, strict=False)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not fit {type(model).__name__}: {e}") from e
+    if strict and (missing or unexpected):
+        raise ValueError(f"{path} does not fit {type(model).__name__}: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
+
+
+def state_from_file(path: str | os.PathLike, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Read some or all tensors of a safetensors file without building a model."""
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="pt") as f:
+        keys = f.keys() if names is None else names
+        missing = [k for k in keys if k not in f.keys()]
+        if missing:
+            raise ValueError(f"{path} has no tensors named {missing[:5]}")
+        return {k: f.get_tensor(k) for k in keys}

@@ -1,0 +1,78 @@
+"""Build or load the network a lottery run starts from, by name, folder or Hub repo id.
+
+Images go through timm (a registered architecture such as ``resnet50`` or
+``resnet20_cifar``; a timm-format folder or Hub repo via ``local-dir:`` / ``hf-hub:``);
+masked-language models through ``transformers`` (``AutoModelForMaskedLM``). The same
+code path serves offline tests (local folders, a local Hub endpoint) and real use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from torch import nn
+
+__all__ = ["load_model", "detect_task", "read_model_config"]
+
+
+def _is_timm_config(cfg: dict) -> bool:
+    return "architecture" in cfg and cfg.get("model_type") in (None, "timm_wrapper")
+
+
+def read_model_config(name_or_path: str, revision: str | None = None) -> dict | None:
+    """``config.json`` of a local folder or a Hub repo (None for a bare timm architecture name)."""
+    import timm
+
+    from . import cifar_resnet  # noqa: F401
+
+    if timm.is_model(name_or_path):
+        return None
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, "config.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"{name_or_path} is a folder without config.json: not a model checkpoint")
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.utils import HfHubHTTPError
+
+        if name_or_path.count("/") != 1:
+            raise ValueError(f"unknown model {name_or_path!r}: not a timm architecture (e.g. resnet18, "
+                             f"resnet20_cifar), a local folder, or a Hub repo id 'org/name'")
+        try:
+            path = hf_hub_download(name_or_path, "config.json", revision=revision)
+        except (HfHubHTTPError, OSError, ValueError) as e:
+            raise ValueError(f"unknown model {name_or_path!r}: not a timm architecture, a local folder, or a "
+                             f"reachable Hub repo ({type(e).__name__}: {e})") from e
+    with open(path) as f:
+        return json.load(f)
+
+
+def detect_task(name_or_path: str, revision: str | None = None) -> str:
+    """'image-classification' for timm models, 'fill-mask' for transformers language models."""
+    if name_or_path == "embedded-bert":
+        return "fill-mask"
+    cfg = read_model_config(name_or_path, revision)
+    return "image-classification" if cfg is None or _is_timm_config(cfg) else "fill-mask"
+
+
+def load_model(name_or_path: str, *, num_labels: int | None = None, pretrained: bool = False,
+               revision: str | None = None) -> nn.Module:
+    """A timm image classifier or a transformers masked-LM, ready for :class:`LotteryTrainer`."""
+    import timm
+
+    from . import cifar_resnet  # noqa: F401
+
+    kwargs = {} if num_labels is None else {"num_classes": num_labels}
+    cfg = read_model_config(name_or_path, revision)
+    if cfg is None:
+        return timm.create_model(name_or_path, pretrained=pretrained, **kwargs)
+    if _is_timm_config(cfg):
+        if os.path.isdir(name_or_path):
+            source = f"local-dir:{os.path.abspath(name_or_path)}"
+        else:
+            source = f"hf-hub:{name_or_path}" + (f"@{revision}" if revision and revision != "main" else "")
+        return timm.create_model(source, pretrained=True, **kwargs)
+    from transformers import AutoModelForMaskedLM
+
+    return AutoModelForMaskedLM.from_pretrained(name_or_path, revision=revision)

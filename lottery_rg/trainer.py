@@ -1,0 +1,392 @@
+"""``LotteryTrainer``: iterative magnitude pruning with rewinding as a ``transformers.Trainer``.
+
+One call to :meth:`LotteryTrainer.run_imp` trains level 0 (dense), then levels 1…N, each
+pruned once more by magnitude from the previous level's trained weights and rewound to
+step k (SCIENCE §1). Every level is an ordinary ``Trainer.train`` run, so every
+``TrainingArguments`` flag, callback, logger and ``accelerate launch`` setup works.
+
+How the pieces map onto the Trainer:
+
+* the mask is enforced by :class:`MaskCallback` in ``on_optimizer_step`` (one fused
+  in-place multiply after each optimizer step);
+* the rewind point θ_k is captured at step k of level 0 (the whole ``state_dict``,
+  BatchNorm statistics included) together with the ``TrainerState`` of that step;
+* a rewound level starts from a checkpoint holding θ_k ⊙ m and the step-k state but no
+  optimizer state, so the Trainer resumes at step k (same data position, learning-rate
+  schedule fast-forwarded to k in :meth:`create_scheduler`) with a fresh optimizer;
+* an interrupted level resumes from its last regular Trainer checkpoint;
+* level directories appear atomically, so a level is complete or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint, set_seed
+
+from .version import __version__
+from .arguments import LotteryArguments
+from .families import family_of, prunable_parameters
+from .io import atomic_dir, read_json, save_state, load_state, state_from_file, write_json
+from .masks import MaskEnforcer, Mask, broadcast_mask, full_mask, load_mask, mask_density, next_mask, save_mask, surviving
+
+__all__ = ["LotteryTrainer", "MaskCallback", "LotteryResult", "level_dir"]
+
+logger = logging.getLogger(__name__)
+
+RUN_CONFIG = "lottery_config.json"
+_TIMING_SUFFIXES = ("_runtime", "_per_second", "epoch")
+REWIND_WEIGHTS = "rewind.safetensors"
+REWIND_STATE = "rewind_state.json"
+
+
+def level_dir(output_dir: str | os.PathLike, level: int) -> Path:
+    return Path(output_dir) / f"level_{level:02d}"
+
+
+def mask_digest(mask: Mask) -> str:
+    """A short hash of a mask, equal on two processes only if the masks are bit-identical."""
+    h = hashlib.sha256()
+    for name in sorted(mask):
+        h.update(name.encode())
+        h.update(mask[name].to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class MaskCallback(TrainerCallback):
+    """Keeps pruned weights exactly zero in any ``Trainer``.
+
+    Re-applies the mask after every optimizer step (and once when training starts), so
+    momentum, weight decay, Adam moments, gradient accumulation and mixed precision
+    cannot revive a pruned weight. Usable on its own: ``Trainer(..., callbacks=[MaskCallback(model, mask)])``.
+    """
+
+    def __init__(self, model: torch.nn.Module | None = None, mask: Mask | None = None):
+        self.enforcer = MaskEnforcer(model, mask) if mask is not None else None
+
+    def set_mask(self, model: torch.nn.Module, mask: Mask) -> None:
+        self.enforcer = MaskEnforcer(model, mask)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.enforcer is not None:
+            self.enforcer.apply()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if self.enforcer is not None:
+            self.enforcer.apply()
+
+
+class _RewindCapture(TrainerCallback):
+    """Saves θ_k and the TrainerState at step k of level 0."""
+
+    def __init__(self, trainer: "LotteryTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        t = self.trainer
+        if t.current_level == 0 and t.lottery_args.rewind_steps > 0 and state.global_step == t.lottery_args.rewind_steps:
+            t._save_rewind_point(state)
+
+
+@dataclass
+class LotteryResult:
+    """What a lottery run produced: one row per level, and where it lives on disk."""
+
+    output_dir: Path
+    levels: list[dict] = field(default_factory=list)
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for rec in self.levels:
+            m = rec.get("metrics", {})
+            rows.append({"level": rec["level"], "density": rec["density"],
+                         **{k: v for k, v in m.items() if k.startswith("eval_") and isinstance(v, (int, float))
+                            and not k.endswith(_TIMING_SUFFIXES)}})
+        return rows
+
+    def to_markdown(self) -> str:
+        rows = self.rows()
+        if not rows:
+            return "(no levels)"
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in rows:
+            out.append("| " + " | ".join(_fmt(c, r.get(c)) for c in cols) + " |")
+        return "\n".join(out)
+
+    def best_ticket(self, max_drop: float = 0.01, metric: str = "eval_accuracy") -> dict | None:
+        """The sparsest level whose ``metric`` is within ``max_drop`` of the dense level's."""
+        rows = [r for r in self.rows() if metric in r]
+        if not rows:
+            return None
+        dense = rows[0][metric]
+        ok = [r for r in rows if r[metric] >= dense - max_drop]
+        return min(ok, key=lambda r: r["density"]) if ok else None
+
+
+def _fmt(col, v):
+    if v is None:
+        return ""
+    if col == "density":
+        return f"{100 * v:.2f}%"
+    if "accuracy" in col:
+        return f"{100 * v:.2f}%"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+class LotteryTrainer(Trainer):
+    """A ``Trainer`` that finds lottery tickets by IMP with rewinding.
+
+    Args:
+        model: a timm ResNet (incl. the CIFAR ResNets) or a ``transformers`` BERT model.
+        args: ordinary ``TrainingArguments``; ``output_dir`` becomes the run directory.
+        lottery_args: :class:`~lottery_rg.arguments.LotteryArguments`.
+        **kwargs: anything ``Trainer`` accepts (datasets, collator, compute_metrics, callbacks…),
+            except ``optimizers``/``model_init``: IMP needs a fresh optimizer per level.
+    """
+
+    def __init__(self, model=None, args=None, lottery_args: LotteryArguments | None = None, **kwargs):
+        if kwargs.get("optimizers", (None, None)) != (None, None):
+            raise ValueError("LotteryTrainer creates a fresh optimizer for every level; choose it through "
+                             "TrainingArguments (--optim, --learning_rate, …) or override create_optimizer")
+        if kwargs.get("model_init") is not None:
+            raise ValueError("LotteryTrainer needs a model, not model_init: every level rewinds the same network")
+        if model is None:
+            raise ValueError("LotteryTrainer needs a model")
+        self.lottery_args = lottery_args or LotteryArguments()
+        self.family = family_of(model)
+        la = self.lottery_args
+        self.prunable = prunable_parameters(model, la.prune_include, la.prune_exclude)
+        super().__init__(model=model, args=args, **kwargs)
+        if self.args.load_best_model_at_end:
+            raise ValueError("--load_best_model_at_end would replace a level's trained weights and break IMP")
+        self._is_hf_model = isinstance(self.model, PreTrainedModel)
+        if not self._is_hf_model:  # timm models take pixel_values and return logits
+            self.label_names = ["labels"]
+            self._signature_columns = ["image", "label", "pixel_values", "labels"]
+        self.mask: Mask = full_mask(self.model, self.prunable)
+        self.mask_callback = MaskCallback()
+        self.add_callback(self.mask_callback)
+        self.add_callback(_RewindCapture(self))
+        self.current_level: int | None = None
+        self._lr_offset = 0
+        self.flow = None
+
+    # ------------------------------------------------------------------ Trainer hooks
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self._is_hf_model:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        logits = model(inputs["pixel_values"])
+        loss = F.cross_entropy(logits, inputs["labels"])
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        fresh = self.lr_scheduler is None
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if fresh and self._lr_offset:
+            # a rewound level starts at step k: the schedule resumes there (a checkpoint, if one
+            # is loaded afterwards, overrides this with its own saved state)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(self._lr_offset):
+                    scheduler.step()
+        return scheduler
+
+    # ------------------------------------------------------------------ IMP
+    @property
+    def run_dir(self) -> Path:
+        return Path(self._output_root)
+
+    def run_imp(self) -> LotteryResult:
+        """Run (or resume) every level; returns the per-level results."""
+        self._output_root = Path(self.args.output_dir)
+        la = self.lottery_args
+        total_steps = self.training_steps()
+        if la.rewind_steps >= total_steps:
+            raise ValueError(f"--rewind_steps {la.rewind_steps} is not before the end of training "
+                             f"({total_steps} optimizer steps per level); rewind to an earlier step")
+        self._check_or_write_run_config(total_steps)
+        self.flow = self._load_or_create_flow()
+        result = LotteryResult(self.run_dir)
+        for level in range(la.levels + 1):
+            done = level_dir(self.run_dir, level) / "metrics.json"
+            if done.is_file():
+                rec = read_json(done)
+                logger.info("level %d already complete (density %.4f): skipped", level, rec["density"])
+                if not any(r["level"] == level for r in self.flow.levels):  # interrupted before flow.json
+                    mask = load_mask(level_dir(self.run_dir, level) / "mask.safetensors", self.model)
+                    self.flow.add_level(level, mask, rec.get("metrics"))
+            else:
+                rec = self._run_level(level)
+            result.levels.append(rec)
+        self.current_level = None
+        if self.is_world_process_zero():
+            self._write_summary(result)
+        self.accelerator.wait_for_everyone()
+        return result
+
+    def training_steps(self) -> int:
+        """Optimizer steps of one full level (T), as the Trainer will compute them."""
+        return self.set_initial_training_values(self.args, self.get_train_dataloader())[-1]
+
+    def _run_level(self, level: int) -> dict:
+        la, root = self.lottery_args, self.run_dir
+        self.current_level = level
+        mask = self._mask_for_level(level)
+        self.mask = mask
+        work = root / "checkpoints" / f"level_{level:02d}"
+        last = get_last_checkpoint(str(work)) if work.is_dir() else None
+        if last is None:
+            resume = self._start_level(level, mask, work)
+        else:
+            resume = last
+            logger.info("level %d: resuming from %s", level, last)
+        self.mask_callback.set_mask(self.model, mask)
+        logger.info("level %d/%d: density %.4f, mask digest %s (process %d)", level, la.levels,
+                    mask_density(mask), mask_digest(mask), self.args.process_index)
+        if self.is_world_process_zero():
+            print(f"[lottery_rg] level {level}/{la.levels}: training at density {100 * mask_density(mask):.2f}%",
+                  flush=True)
+        self._lr_offset = 0 if level == 0 else la.rewind_steps
+        self.optimizer, self.lr_scheduler = None, None  # fresh optimizer every level (SCIENCE §1.5)
+        self.args.output_dir = str(work)
+        try:
+            train_output = self.train(resume_from_checkpoint=resume)
+        finally:
+            self.args.output_dir = str(root)
+        metrics = {"train_loss": train_output.training_loss, "train_steps": train_output.global_step}
+        if self.eval_dataset is not None:
+            metrics.update(self.evaluate())
+        counts = surviving(mask)
+        record = {
+            "level": level, "density": mask_density(mask),
+            "target_density": la.target_density(level),
+            "metrics": metrics, "mask_digest": mask_digest(mask),
+            "surviving": counts, "total": {n: int(m.numel()) for n, m in mask.items()},
+        }
+        if self.is_world_process_zero():
+            with atomic_dir(level_dir(root, level)) as tmp:
+                save_mask(mask, tmp / "mask.safetensors", metadata={"level": level})
+                save_state(self.model, tmp / "model.safetensors", metadata={"level": level})
+                write_json(tmp / "metrics.json", record)
+            if self.flow is not None:
+                self.flow.add_level(level, mask, metrics)
+                self.flow.save(root / "flow.json")
+            shutil.rmtree(work, ignore_errors=True)
+            acc = metrics.get("eval_accuracy")
+            print(f"[lottery_rg] level {level}/{la.levels} done: density {100 * record['density']:.2f}%"
+                  + (f", eval accuracy {100 * acc:.2f}%" if acc is not None else ""), flush=True)
+        self.accelerator.wait_for_everyone()
+        return record
+
+    def _mask_for_level(self, level: int) -> Mask:
+        if level == 0:
+            return full_mask(self.model, self.prunable)
+        prev = level_dir(self.run_dir, level - 1)
+        prev_mask = load_mask(prev / "mask.safetensors", self.model)
+        weights = state_from_file(prev / "model.safetensors", list(prev_mask))
+        la = self.lottery_args
+        mask = next_mask(weights, prev_mask, la.prune_fraction, scope=la.pruning, schedule=la.schedule)
+        return broadcast_mask(mask)
+
+    def _start_level(self, level: int, mask: Mask, work: Path) -> str | None:
+        """Put the model at the level's starting point; returns the checkpoint to resume from, if any."""
+        la, root = self.lottery_args, self.run_dir
+        rewind = root / REWIND_WEIGHTS
+        set_seed(self.args.seed + level)
+        if level == 0:
+            if la.rewind_steps == 0:
+                if rewind.is_file():
+                    load_state(self.model, rewind)
+                elif self.is_world_process_zero():
+                    save_state(self.model, rewind, metadata={"step": 0})
+                self.accelerator.wait_for_everyone()
+            return None
+        if not rewind.is_file():
+            raise FileNotFoundError(f"{rewind} is missing: the rewind point of level 0 was not saved")
+        load_state(self.model, rewind)  # θ_k: parameters and buffers
+        MaskEnforcer(self.model, mask).apply()
+        if la.rewind_steps == 0:
+            return None
+        # a checkpoint at step k without optimizer state: the Trainer resumes at k with a fresh optimizer
+        ckpt = work / f"checkpoint-{la.rewind_steps}"
+        if self.is_world_process_zero():
+            with atomic_dir(ckpt) as tmp:
+                save_state(self.model, tmp / "model.safetensors")
+                shutil.copyfile(root / REWIND_STATE, tmp / "trainer_state.json")
+        self.accelerator.wait_for_everyone()
+        return str(ckpt)
+
+    def _save_rewind_point(self, state) -> None:
+        if self.is_world_process_zero():
+            save_state(self.model, self.run_dir / REWIND_WEIGHTS, metadata={"step": state.global_step})
+            state.save_to_json(str(self.run_dir / (REWIND_STATE + ".tmp")))
+            os.replace(self.run_dir / (REWIND_STATE + ".tmp"), self.run_dir / REWIND_STATE)
+
+    # ------------------------------------------------------------------ run bookkeeping
+    def run_config(self, total_steps: int) -> dict:
+        return {
+            "lottery_rg_version": __version__,
+            "model": {"family": self.family.name, **self.family.architecture(self.model)},
+            "lottery": self.lottery_args.settings(),
+            "prunable": self.prunable,
+            "training": {"steps_per_level": total_steps, "seed": self.args.seed,
+                         "learning_rate": self.args.learning_rate, "optim": str(self.args.optim),
+                         "train_batch_size": self.args.per_device_train_batch_size * max(1, self.args.world_size)},
+        }
+
+    def _check_or_write_run_config(self, total_steps: int) -> None:
+        root = self.run_dir
+        path = root / RUN_CONFIG
+        new = self.run_config(total_steps)
+        if path.is_file():
+            old = read_json(path)
+            for key in ("model", "lottery", "prunable"):
+                if old.get(key) != new[key]:
+                    diff = _describe_difference(old.get(key), new[key])
+                    raise ValueError(f"{root} holds a lottery run with different {key} settings ({diff}); "
+                                     f"use another --output_dir or delete that one")
+            if old.get("training", {}).get("steps_per_level") != total_steps:
+                raise ValueError(f"{root} holds a run with {old['training']['steps_per_level']} steps per level, "
+                                 f"this one has {total_steps}; use another --output_dir")
+        elif any(root.glob("level_[0-9][0-9]")):
+            raise ValueError(f"{root} holds level directories but no {RUN_CONFIG}: not a lottery_rg run")
+        elif self.is_world_process_zero():
+            root.mkdir(parents=True, exist_ok=True)
+            write_json(path, new)
+        self.accelerator.wait_for_everyone()
+
+    def _load_or_create_flow(self):
+        from .flow import IMPFlow
+
+        path = self.run_dir / "flow.json"
+        if path.is_file():
+            return IMPFlow.load(path)
+        la = self.lottery_args
+        schedule = {"prune_fraction": la.prune_fraction, "schedule": la.schedule, "pruning": la.pruning,
+                    "rewind_steps": la.rewind_steps}
+        return IMPFlow.from_model(self.model, self.prunable, schedule=schedule)
+
+    def _write_summary(self, result: LotteryResult) -> None:
+        from .summary import write_run_summary
+
+        write_run_summary(result, self.flow)
+
+
+def _describe_difference(old, new) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        parts = [f"{k}: {old.get(k)!r} on disk vs {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
+        return "; ".join(parts[:4])
+    if isinstance(old, list) and isinstance(new, list):
+        return f"{len(old)} prunable tensors on disk vs {len(new)} now"
+    return f"{old!r} vs {new!r}"
