@@ -12,7 +12,7 @@ many::
 
     accelerate launch --multi_gpu --num_processes 2 examples/run_imp.py ...   # two processes (gloo on CPU)
 
-    python examples/run_imp.py examples/configs/resnet20_digits.json          # the same from a file
+    python examples/run_imp.py examples/configs/resnet20_digits.json --levels 3   # a config file, flags override it
 
 Every ``TrainingArguments`` flag works. Without ``--dataset_name`` the job runs on
 embedded data (scikit-learn's digits; for ``--task fill-mask``, Python's own docs).
@@ -20,10 +20,13 @@ Re-running the same command resumes an interrupted run.
 """
 
 import logging
+import shlex
 import sys
 
 import datasets
+import torch
 import transformers
+import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from lottery_rg import LotteryArguments, LotteryTrainer
@@ -34,12 +37,20 @@ logger = logging.getLogger("run_imp")
 
 
 def parse_args(argv=None):
+    """CLI flags, or one JSON/YAML file followed by optional flags that override it."""
     parser = HfArgumentParser((ModelArguments, DataArguments, LotteryArguments, TrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(argv[0])
+    if not torch.cuda.is_available():
+        # On a CPU-only machine `accelerate launch --multi_gpu` starts gloo ranks, but TrainingArguments
+        # only joins them as a distributed run with use_cpu=True (otherwise every rank trains alone).
+        parser.set_defaults(use_cpu=True)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0].endswith((".json", ".yaml", ".yml")):
+        path, overrides = argv[0], argv[1:]
+        with open(path) as f:
+            config = yaml.safe_load(f)  # YAML is a superset of JSON
+        flags = [f"--{k}" if v is True else f"--{k}={v}" for k, v in config.items() if v is not False and v is not None]
+        flags += [f"--{k}=false" for k, v in config.items() if v is False]
+        argv = flags + overrides
     return parser.parse_args_into_dataclasses(args=argv)
 
 
@@ -52,12 +63,11 @@ def main(argv=None):
     logging.getLogger("lottery_rg").setLevel(logging.INFO)
 
     setup = prepare_task(model_args, data_args, seed=training_args.seed)
-    trainer = LotteryTrainer(args=training_args, lottery_args=lottery_args, **setup.trainer_kwargs())
-    trainer.task_info = setup.info
-    result = trainer.run_imp()
-    if training_args.push_to_hub:
-        trainer.push_ticket_to_hub()
-    return result
+    world = training_args.world_size
+    launcher = f"accelerate launch --num_processes {world}" if world > 1 else "accelerate launch"
+    info = {**setup.info, "command": " ".join([launcher, *map(shlex.quote, sys.argv)])}
+    trainer = LotteryTrainer(args=training_args, lottery_args=lottery_args, run_info=info, **setup.trainer_kwargs())
+    return trainer.run_imp()  # with --push_to_hub, also pushes the ticket (and with --push_levels every level)
 
 
 if __name__ == "__main__":

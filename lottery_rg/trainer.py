@@ -37,7 +37,7 @@ from .version import __version__
 from .arguments import LotteryArguments
 from .families import family_of, prunable_parameters
 from .io import atomic_dir, read_json, save_state, load_state, state_from_file, write_json
-from .masks import MaskEnforcer, Mask, broadcast_mask, full_mask, load_mask, mask_density, next_mask, save_mask, surviving
+from .masks import MaskEnforcer, Mask, broadcast_mask, check_mask, full_mask, load_mask, mask_density, next_mask, save_mask, surviving
 
 __all__ = ["LotteryTrainer", "MaskCallback", "LotteryResult", "level_dir"]
 
@@ -154,7 +154,8 @@ class LotteryTrainer(Trainer):
             except ``optimizers``/``model_init``: IMP needs a fresh optimizer per level.
     """
 
-    def __init__(self, model=None, args=None, lottery_args: LotteryArguments | None = None, **kwargs):
+    def __init__(self, model=None, args=None, lottery_args: LotteryArguments | None = None, *,
+                 mask: Mask | None = None, run_info: dict | None = None, **kwargs):
         if kwargs.get("optimizers", (None, None)) != (None, None):
             raise ValueError("LotteryTrainer creates a fresh optimizer for every level; choose it through "
                              "TrainingArguments (--optim, --learning_rate, …) or override create_optimizer")
@@ -163,18 +164,34 @@ class LotteryTrainer(Trainer):
         if model is None:
             raise ValueError("LotteryTrainer needs a model")
         self.lottery_args = lottery_args or LotteryArguments()
+        self.run_info = dict(run_info or {})  # provenance for model cards: data set, base model, command
         self.family = family_of(model)
         la = self.lottery_args
         self.prunable = prunable_parameters(model, la.prune_include, la.prune_exclude)
+        # tickets, not Trainer checkpoints, go to the Hub: keep the Trainer from pushing checkpoint folders
+        self.push_tickets = bool(getattr(args, "push_to_hub", False))
+        if self.push_tickets:
+            args.push_to_hub = False
         super().__init__(model=model, args=args, **kwargs)
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1 and self.args.world_size != launched:
+            raise ValueError(f"launched as {launched} processes but TrainingArguments sees world size "
+                             f"{self.args.world_size}: every process would train and write alone. On a CPU-only "
+                             f"machine pass --use_cpu (TrainingArguments(use_cpu=True)) to join the gloo ranks.")
         if self.args.load_best_model_at_end:
             raise ValueError("--load_best_model_at_end would replace a level's trained weights and break IMP")
         self._is_hf_model = isinstance(self.model, PreTrainedModel)
         if not self._is_hf_model:  # timm models take pixel_values and return logits
             self.label_names = ["labels"]
             self._signature_columns = ["image", "label", "pixel_values", "labels"]
-        self.mask: Mask = full_mask(self.model, self.prunable)
-        self.mask_callback = MaskCallback()
+        self.initial_mask = None
+        if mask is not None:  # start from a ticket: level 0 trains (and plain train() keeps) this mask
+            check_mask(mask, self.model, source="the mask given to LotteryTrainer")
+            order = {n: i for i, (n, _) in enumerate(self.model.named_parameters())}
+            self.prunable = sorted(mask, key=order.__getitem__)  # the ticket's prunable set
+            self.initial_mask = {n: mask[n].clone() for n in mask}
+        self.mask: Mask = self.initial_mask or full_mask(self.model, self.prunable)
+        self.mask_callback = MaskCallback(self.model, self.mask)
         self.add_callback(self.mask_callback)
         self.add_callback(_RewindCapture(self))
         self.current_level: int | None = None
@@ -231,8 +248,24 @@ class LotteryTrainer(Trainer):
         self.current_level = None
         if self.is_world_process_zero():
             self._write_summary(result)
+            if self.push_tickets:
+                self.push_ticket_to_hub()
         self.accelerator.wait_for_everyone()
         return result
+
+    def hub_repo_id(self) -> str:
+        return self.args.hub_model_id or Path(self.run_dir).name
+
+    def push_ticket_to_hub(self, level: int | None = None, branch: str | None = None) -> str:
+        """Push a level's ticket (default: the sparsest within one accuracy point of dense) to the Hub."""
+        from .ticket import LotteryTicket
+
+        ticket = LotteryTicket.from_run(self.run_dir, level)
+        url = ticket.push_to_hub(self.hub_repo_id(), branch=branch, token=self.args.hub_token,
+                                 private=self.args.hub_private_repo)
+        logger.info("pushed the level-%d ticket to %s%s", ticket.level, self.hub_repo_id(),
+                    f" (branch {branch})" if branch else "")
+        return url
 
     def training_steps(self) -> int:
         """Optimizer steps of one full level (T), as the Trainer will compute them."""
@@ -259,6 +292,9 @@ class LotteryTrainer(Trainer):
         self._lr_offset = 0 if level == 0 else la.rewind_steps
         self.optimizer, self.lr_scheduler = None, None  # fresh optimizer every level (SCIENCE §1.5)
         self.args.output_dir = str(work)
+        # accelerate seeds the data order from torch's initial seed when the dataloader is built: every level
+        # (fresh or resumed) sees the same data order, and a resumed level the order it was interrupted in
+        set_seed(self.args.seed)
         try:
             train_output = self.train(resume_from_checkpoint=resume)
         finally:
@@ -267,10 +303,13 @@ class LotteryTrainer(Trainer):
         if self.eval_dataset is not None:
             metrics.update(self.evaluate())
         counts = surviving(mask)
+        digests = _gather_digests(mask_digest(mask))
+        if len(set(digests)) != 1:  # cannot happen after broadcast_mask; a cheap guard for the invariant
+            raise RuntimeError(f"level {level}: processes hold different masks ({digests})")
         record = {
             "level": level, "density": mask_density(mask),
             "target_density": la.target_density(level),
-            "metrics": metrics, "mask_digest": mask_digest(mask),
+            "metrics": metrics, "mask_digest": digests[0], "mask_digest_per_process": digests,
             "surviving": counts, "total": {n: int(m.numel()) for n, m in mask.items()},
         }
         if self.is_world_process_zero():
@@ -282,6 +321,8 @@ class LotteryTrainer(Trainer):
                 self.flow.add_level(level, mask, metrics)
                 self.flow.save(root / "flow.json")
             shutil.rmtree(work, ignore_errors=True)
+            if self.push_tickets and la.push_levels:
+                self.push_ticket_to_hub(level, branch=f"level-{level:02d}")
             acc = metrics.get("eval_accuracy")
             print(f"[lottery_rg] level {level}/{la.levels} done: density {100 * record['density']:.2f}%"
                   + (f", eval accuracy {100 * acc:.2f}%" if acc is not None else ""), flush=True)
@@ -290,7 +331,7 @@ class LotteryTrainer(Trainer):
 
     def _mask_for_level(self, level: int) -> Mask:
         if level == 0:
-            return full_mask(self.model, self.prunable)
+            return self.initial_mask or full_mask(self.model, self.prunable)
         prev = level_dir(self.run_dir, level - 1)
         prev_mask = load_mask(prev / "mask.safetensors", self.model)
         weights = state_from_file(prev / "model.safetensors", list(prev_mask))
@@ -302,7 +343,6 @@ class LotteryTrainer(Trainer):
         """Put the model at the level's starting point; returns the checkpoint to resume from, if any."""
         la, root = self.lottery_args, self.run_dir
         rewind = root / REWIND_WEIGHTS
-        set_seed(self.args.seed + level)
         if level == 0:
             if la.rewind_steps == 0:
                 if rewind.is_file():
@@ -339,6 +379,8 @@ class LotteryTrainer(Trainer):
             "model": {"family": self.family.name, **self.family.architecture(self.model)},
             "lottery": self.lottery_args.settings(),
             "prunable": self.prunable,
+            "info": self.run_info,
+            "command": self.run_info.get("command") or _command_line(),
             "training": {"steps_per_level": total_steps, "seed": self.args.seed,
                          "learning_rate": self.args.learning_rate, "optim": str(self.args.optim),
                          "train_batch_size": self.args.per_device_train_batch_size * max(1, self.args.world_size)},
@@ -380,6 +422,24 @@ class LotteryTrainer(Trainer):
         from .summary import write_run_summary
 
         write_run_summary(result, self.flow)
+
+
+def _command_line() -> str:
+    import shlex
+    import sys
+
+    return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+
+
+def _gather_digests(digest: str) -> list[str]:
+    """The mask digest of every process (one entry outside torch.distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [digest]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, digest)
+    return out
 
 
 def _describe_difference(old, new) -> str:

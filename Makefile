@@ -1,0 +1,43 @@
+# Set up a virtual environment and run lottery_rg's main job or its tests.
+#   make demo   — install everything, then find tickets for ResNet-20 on the embedded digits (≈ 5 min on 2 CPU cores)
+#   make test   — install everything, then run the test suite (fast tests)
+#   make test-slow — the end-to-end tests (kill -9 resume, two-process accelerate launch, full demos)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ACCELERATE := $(VENV)/bin/accelerate launch --num_machines 1 --mixed_precision no --dynamo_backend no
+
+.PHONY: install demo demo-2proc demo-mlm test test-slow test-all bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(ACCELERATE) --num_processes 1 examples/run_imp.py examples/configs/resnet20_digits.json
+
+demo-2proc: install
+	$(ACCELERATE) --multi_gpu --num_processes 2 examples/run_imp.py examples/configs/resnet20_digits.json \
+		--output_dir runs/resnet20-digits-2proc
+
+test: install
+	$(VENV)/bin/pytest -q -m "not slow"
+
+test-slow: install
+	$(VENV)/bin/pytest -q -m slow
+
+test-all: install
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_mask_step.py
+	$(PY) benchmarks/bench_global_prune.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

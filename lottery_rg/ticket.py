@@ -1,0 +1,343 @@
+"""``LotteryTicket``: a mask plus the rewind weights it trains from, shareable on the Hub.
+
+A ticket folder is an ordinary timm or transformers checkpoint (so people without
+lottery_rg can load it, zeros in place) with three additions: ``mask.safetensors``,
+``flow.json`` and a ``lottery_rg`` section in ``config.json``. Saving, loading and pushing
+follow ``huggingface_hub.ModelHubMixin``; only safetensors and JSON are ever read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin
+from huggingface_hub.repocard_data import EvalResult
+from torch import nn
+
+from .families import family_of, get_family
+from .io import load_state, read_json, state_from_file
+from .masks import Mask, MaskEnforcer, check_mask, load_mask, mask_density, save_mask, surviving
+from .version import __version__
+
+__all__ = ["LotteryTicket", "TICKET_TAGS", "card_template"]
+
+TICKET_TAGS = ["lottery-ticket", "pruning", "sparsity", "imp-flow", "lottery_rg"]
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+_ALLOWED = ["*.json", "*.safetensors", "*.md", "*.png", "*.csv", "*.txt"]
+
+
+def card_template(name: str) -> str:
+    """Path of a model-card template shipped in ``model_cards/``."""
+    path = Path(__file__).resolve().parent / "model_cards" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"model card template {name} is missing from {path.parent}")
+    return str(path)
+
+
+class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
+                    repo_url="https://github.com/lottery-rg/lottery_rg"):
+    """A lottery ticket: ``model`` holds θ_k ⊙ m, ``mask`` says which prunable weights survive.
+
+    Args:
+        model: the network, with the rewind weights loaded.
+        mask: bool tensor per prunable parameter; applied to ``model`` on construction.
+        level: IMP level the mask comes from (0 = dense).
+        lottery: the lottery settings of the run (fraction, schedule, rewind point…).
+        flow: the run's :class:`~lottery_rg.flow.IMPFlow`, if known.
+        metrics: per-level records ``{"level", "density", "metrics"}`` of the run.
+        info: free-form provenance (data set, base model, command) used by the model card.
+        trained_state: optional ``state_dict`` at the end of this level's training.
+    """
+
+    def __init__(self, model: nn.Module, mask: Mask, *, level: int = 0, lottery: dict | None = None,
+                 flow=None, metrics: list[dict] | None = None, info: dict | None = None,
+                 trained_state: dict | None = None):
+        check_mask(mask, model, source="ticket mask")
+        self.model, self.mask, self.level = model, mask, level
+        self.lottery = dict(lottery or {})
+        self.flow, self.metrics, self.info = flow, list(metrics or []), dict(info or {})
+        self.trained_state = trained_state
+        MaskEnforcer(model, mask).apply()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def family(self):
+        return family_of(self.model)
+
+    @property
+    def density(self) -> float:
+        return mask_density(self.mask)
+
+    def architecture(self) -> dict:
+        return {"family": self.family.name, **self.family.architecture(self.model)}
+
+    def mask_callback(self):
+        """A ``TrainerCallback`` that keeps this ticket's pruned weights at zero in any ``Trainer``."""
+        from .trainer import MaskCallback
+
+        return MaskCallback(self.model, self.mask)
+
+    def __repr__(self) -> str:
+        return (f"LotteryTicket({self.architecture().get('architecture')}, level={self.level}, "
+                f"density={100 * self.density:.2f}%, {len(self.mask)} prunable tensors)")
+
+    # ------------------------------------------------------------------ from a run directory
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, level: int | None = None, *, max_drop: float = 0.01,
+                 metric: str = "eval_accuracy", include_trained: bool = False) -> "LotteryTicket":
+        """The ticket of ``level`` of a LotteryTrainer run; by default the sparsest level whose ``metric``
+        is within ``max_drop`` of the dense level's (the last level if no metric was recorded)."""
+        from .flow import IMPFlow
+
+        run = Path(run_dir)
+        cfg_path = run / "lottery_config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{run} is not a lottery_rg run: no lottery_config.json")
+        cfg = read_json(cfg_path)
+        records = sorted((read_json(p) for p in run.glob("level_[0-9][0-9]/metrics.json")), key=lambda r: r["level"])
+        if not records:
+            raise ValueError(f"{run} has no completed level yet")
+        if level is None:
+            level = _select_level(records, metric, max_drop)
+        if not (run / f"level_{level:02d}" / "metrics.json").is_file():
+            raise ValueError(f"{run} has no completed level {level} (completed: {[r['level'] for r in records]})")
+        model = get_family(cfg["model"]["family"]).build(cfg["model"])
+        load_state(model, run / "rewind.safetensors")
+        mask = load_mask(run / f"level_{level:02d}" / "mask.safetensors", model)
+        trained = None
+        if include_trained:
+            trained = state_from_file(run / f"level_{level:02d}" / "model.safetensors")
+        flow = IMPFlow.from_run_dir(run) if (run / "flow.json").is_file() else None
+        info = dict(cfg.get("info") or {})
+        info.setdefault("command", cfg.get("command"))
+        return cls(model, mask, level=level, lottery=cfg["lottery"], flow=flow, metrics=records, info=info,
+                   trained_state=trained)
+
+    # ------------------------------------------------------------------ saving
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write the folder (called by ``save_pretrained`` and ``push_to_hub``).
+
+        Files are written to a temporary folder first and then moved into place one by one
+        (each move atomic), so an interruption never leaves a half-written file.
+        """
+        save_directory = Path(save_directory)
+        tmp = Path(tempfile.mkdtemp(prefix=".ticket-", dir=save_directory))
+        try:
+            self._write(tmp)
+            for item in sorted(tmp.iterdir(), key=lambda p: p.name == "README.md"):
+                target = save_directory / item.name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(item, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _write(self, out: Path) -> None:
+        library = self.architecture().get("library", "timm")
+        MaskEnforcer(self.model, self.mask).apply()
+        if library == "timm":
+            from timm.models import save_for_hf
+
+            save_for_hf(self.model, str(out), safe_serialization=True)
+        else:
+            self.model.save_pretrained(out)
+        cfg = read_json(out / "config.json")
+        cfg["lottery_rg"] = self.lottery_config()
+        (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        save_mask(self.mask, out / "mask.safetensors", metadata={"level": self.level})
+        if self.trained_state is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in self.trained_state.items()}, out / "trained.safetensors")
+        plots = []
+        if self.flow is not None:
+            self.flow.save(out / "flow.json")
+            plots = self._write_plots(out)
+        self.model_card(plots=plots).save(out / "README.md")
+
+    def lottery_config(self) -> dict:
+        counts = surviving(self.mask)
+        arch = {k: v for k, v in self.architecture().items() if k != "config"}  # config.json is the config
+        return {
+            "version": __version__, **arch, "level": self.level, "density": self.density,
+            "surviving": sum(counts.values()), "prunable_total": sum(m.numel() for m in self.mask.values()),
+            "prunable": list(self.mask), "lottery": self.lottery, "info": self.info,
+        }
+
+    def _write_plots(self, out: Path) -> list[str]:
+        from .flow_plots import plot_eigenvalues, plot_M_vs_level
+        from .summary import plot_metric_vs_density
+
+        plots = []
+        rows = [{"level": r["level"], "density": r["density"], **r.get("metrics", {})} for r in self.metrics]
+        if any("eval_accuracy" in r for r in rows):
+            plot_metric_vs_density(rows, out / "accuracy_vs_density.png")
+            plots.append("accuracy_vs_density.png")
+        if len(self.flow.levels) >= 3:
+            plot_M_vs_level(self.flow, "block", out / "flow_M_block.png")
+            plot_eigenvalues(self.flow.eigenvalues("block"), out / "eigenvalues_block.png")
+            plots += ["flow_M_block.png", "eigenvalues_block.png"]
+        return plots
+
+    def model_card(self, repo_id: str | None = None, plots: list[str] | None = None) -> ModelCard:
+        """The model card (Hub metadata plus a body with levels, eigenvalues, plots and usage)."""
+        arch = self.architecture()
+        library = arch.get("library", "timm")
+        name = arch.get("architecture", "model")
+        dataset = self.info.get("dataset")
+        task = "image-classification" if library == "timm" else "fill-mask"
+        eval_results = []
+        current = next((r for r in self.metrics if r["level"] == self.level), None)
+        acc = (current or {}).get("metrics", {}).get("eval_accuracy")
+        if acc is not None:
+            eval_results.append(EvalResult(task_type=task, dataset_type=dataset or "unknown",
+                                           dataset_name=dataset or "unknown", metric_type="accuracy",
+                                           metric_value=round(float(acc), 6),
+                                           metric_name="masked-token accuracy" if task == "fill-mask" else "accuracy"))
+        base = self.info.get("base_model")
+        card_data = ModelCardData(
+            library_name="lottery_rg", tags=sorted(set(TICKET_TAGS + [library, self.family.name])),
+            base_model=base if base and "/" in str(base) else None,
+            datasets=[dataset] if dataset and "/" in str(dataset) else None,
+            pipeline_tag=task, model_name=f"{name}-lottery-ticket-level{self.level}",
+            eval_results=eval_results or None,
+        )
+        eigen = self.flow.eigenvalues("block").to_markdown() if self.flow is not None and len(self.flow.levels) >= 3 else ""
+        from .trainer import LotteryResult
+
+        table = LotteryResult(Path("."), self.metrics).to_markdown() if self.metrics else "(not recorded)"
+        headline = {}
+        if acc is not None:
+            headline["accuracy at this level" if task != "fill-mask" else "masked-token accuracy"] = f"{100 * acc:.2f} %"
+        dense = next((r for r in self.metrics if r["level"] == 0), None)
+        dense_acc = (dense or {}).get("metrics", {}).get("eval_accuracy")
+        if dense_acc is not None:
+            headline["dense accuracy (level 0)"] = f"{100 * dense_acc:.2f} %"
+        counts = surviving(self.mask)
+        return ModelCard.from_template(
+            card_data, template_path=card_template("ticket_card.md"), model_name=card_data.model_name,
+            architecture=name, family=self.family.name, library=library, dataset=dataset, level=self.level,
+            levels=max((r["level"] for r in self.metrics), default=self.level), density=self.density,
+            surviving=sum(counts.values()), prunable_total=sum(m.numel() for m in self.mask.values()),
+            lottery=_Settings(self.lottery), headline_metrics=headline, levels_table=table, eigen_table=eigen,
+            plots=plots or [], command=self.info.get("command") or "(not recorded)",
+            repo_id=repo_id or "<this folder or repo id>", has_trained=self.trained_state is not None,
+        )
+
+    def push_to_hub(self, repo_id: str, *, branch: str | None = None, token: str | None = None,
+                    private: bool | None = None, commit_message: str | None = None, **kwargs) -> str:
+        """Upload the ticket folder with the real ``huggingface_hub`` client (honours ``HF_ENDPOINT``).
+
+        ``branch`` is created from ``main`` if it does not exist (one branch per level, e.g. ``level-03``).
+        """
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if branch:
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            card = ModelCard.load(Path(tmp) / "README.md")
+            card.text = card.text.replace("<this folder or repo id>", repo_id)
+            card.save(Path(tmp) / "README.md")
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=branch,
+                                     commit_message=commit_message or f"lottery ticket, level {self.level} "
+                                     f"({100 * self.density:.2f}% density)", **kwargs)
+        return info.commit_url if hasattr(info, "commit_url") else str(info)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool,
+                         local_files_only: bool, token, **kwargs) -> "LotteryTicket":
+        folder = _fetch(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                        local_files_only=local_files_only, token=token)
+        return cls.from_folder(folder, include_trained=kwargs.get("include_trained", False))
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, include_trained: bool = False) -> "LotteryTicket":
+        from .flow import IMPFlow
+
+        folder = Path(folder)
+        _refuse_pickles(folder)
+        cfg_path = folder / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{folder} has no config.json: not a lottery ticket")
+        cfg = read_json(cfg_path)
+        meta = cfg.get("lottery_rg")
+        if not isinstance(meta, dict):
+            raise ValueError(f"{cfg_path} has no 'lottery_rg' section: not a lottery ticket (a plain checkpoint?)")
+        try:
+            family = get_family(meta.get("family"))
+        except ValueError as e:
+            raise ValueError(f"{cfg_path}: {e}") from None
+        arch = {k: v for k, v in meta.items() if k in ("library", "architecture", "num_classes", "in_chans",
+                                                        "model_args", "config")}
+        if arch.get("library") == "transformers":
+            arch["config"] = {k: v for k, v in cfg.items() if k != "lottery_rg"}
+        model = family.build(arch)
+        load_state(model, _require(folder, "model.safetensors"))
+        mask = load_mask(_require(folder, "mask.safetensors"), model)
+        flow = IMPFlow.load(folder / "flow.json") if (folder / "flow.json").is_file() else None
+        trained = None
+        if include_trained and (folder / "trained.safetensors").is_file():
+            trained = state_from_file(folder / "trained.safetensors")
+        metrics = None
+        if flow is not None:
+            metrics = [{"level": r["level"], "density": float(d), "metrics": r.get("metrics") or {}}
+                       for r, d in zip(flow.levels, flow.densities())]
+        return cls(model, mask, level=int(meta.get("level", 0)), lottery=meta.get("lottery"), flow=flow,
+                   metrics=metrics, info=meta.get("info"), trained_state=trained)
+
+
+class _Settings(dict):
+    """Attribute access for Jinja (``lottery.pruning``), empty string for missing keys."""
+
+    def __getattr__(self, key):
+        return self.get(key, "")
+
+
+def _select_level(records: list[dict], metric: str, max_drop: float) -> int:
+    scored = [r for r in records if metric in r.get("metrics", {})]
+    if not scored:
+        return records[-1]["level"]
+    dense = next((r for r in scored if r["level"] == 0), scored[0])["metrics"][metric]
+    ok = [r for r in scored if r["metrics"][metric] >= dense - max_drop]
+    return min(ok, key=lambda r: r["density"])["level"] if ok else records[-1]["level"]
+
+
+def _require(folder: Path, name: str) -> Path:
+    path = folder / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no {name}: an incomplete lottery ticket")
+    return path
+
+
+def _refuse_pickles(folder: Path) -> None:
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles and not (folder / "model.safetensors").is_file():
+        raise ValueError(f"{folder} holds only pickle files ({', '.join(pickles)}); lottery_rg loads "
+                         f"safetensors and JSON only and will not unpickle them")
+
+
+def _fetch(model_id: str, *, revision=None, cache_dir=None, force_download=False, local_files_only=False,
+           token=None) -> Path:
+    """A local folder as is; a Hub repo through ``snapshot_download`` (safetensors/JSON/cards only)."""
+    if os.path.isdir(model_id):
+        return Path(model_id)
+    from huggingface_hub import HfApi, snapshot_download
+
+    folder = Path(snapshot_download(model_id, revision=revision, cache_dir=cache_dir, token=token,
+                                    force_download=force_download, local_files_only=local_files_only,
+                                    allow_patterns=_ALLOWED))
+    if not (folder / "model.safetensors").is_file():
+        files = HfApi(token=token).list_repo_files(model_id, revision=revision)
+        pickles = [f for f in files if f.endswith(_PICKLE_SUFFIXES)]
+        if pickles:
+            raise ValueError(f"{model_id} holds only pickle files ({', '.join(pickles)}); lottery_rg loads "
+                             f"safetensors and JSON only and will not unpickle them")
+    return folder
