@@ -1,0 +1,233 @@
+"""Plots of the IMP flow (seed 001 Fig. 2), its eigenvalues, and error versus density.
+
+Figures are built with :class:`matplotlib.figure.Figure` and written through the Agg
+renderer, so importing this module never changes the pyplot backend. Each function
+writes a PNG to ``path`` and returns the path; with ``path=None`` it returns the
+``Figure`` instead (for notebooks).
+
+Colours of the classes follow the paper: relevant red, irrelevant green, marginal cyan.
+Error-versus-density plots use a logarithmic density axis that *decreases* to the right
+(dense network on the left, as IMP proceeds left to right), like Rosenfeld et al. and
+seed 001 Fig. 3; pass ``invert_x=False`` for an increasing axis.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from .flow import CLASSES, UNDETERMINED, EigenvalueTable, IMPFlow
+
+__all__ = ["CLASS_COLORS", "plot_flow_projection", "plot_eigenvalues", "plot_error_vs_density", "plot_M_vs_level"]
+
+CLASS_COLORS = {"relevant": "tab:red", "marginal": "tab:cyan", "irrelevant": "tab:green", UNDETERMINED: "tab:gray"}
+_MARKERS = ("^", "o", "*", "s", "D", "v", "P", "X")
+
+
+def _colors(n: int) -> list:
+    """n distinguishable colours: the default cycle up to 10, tab20 up to 20, then viridis."""
+    import matplotlib
+
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    if n <= 20:
+        cmap = matplotlib.colormaps["tab20"]
+        return [cmap(i) for i in range(n)]
+    cmap = matplotlib.colormaps["viridis"]
+    return [cmap(i / max(n - 1, 1)) for i in range(n)]
+
+
+def _finish(fig: Figure, path):
+    if path is None:
+        return fig
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(os.fspath(path), dpi=120, bbox_inches="tight", format="png")
+    return path
+
+
+def _as_flows(flows) -> list[IMPFlow]:
+    if isinstance(flows, IMPFlow):
+        return [flows]
+    flows = list(flows)
+    if not flows or not all(isinstance(f, IMPFlow) for f in flows):
+        raise TypeError("expected an IMPFlow or a list of IMPFlow objects")
+    return flows
+
+
+def plot_flow_projection(flow, x_unit: str, y_unit: str, granularity: str = "block", path=None, *,
+                         labels: Sequence[str] | None = None, title: str | None = None):
+    """Fig. 2 of seed 001: M_y against M_x across the IMP levels of one or several flows.
+
+    Consecutive levels are joined by arrows; the first level is marked blue and the last
+    red (as in the paper). ``flow`` may be a list of flows (same units) to overlay, each
+    with its own marker and a legend entry from ``labels`` (default: the flows' labels).
+    """
+    flows = _as_flows(flow)
+    labels = list(labels) if labels is not None else [f.label for f in flows]
+    if len(labels) != len(flows):
+        raise ValueError(f"{len(flows)} flows but {len(labels)} labels")
+    fig = Figure(figsize=(6.0, 5.0))
+    ax = fig.add_subplot()
+    colors = [f"C{i}" for i in range(10)]
+    for i, (f, label) in enumerate(zip(flows, labels)):
+        M = f.M(granularity)
+        for u in (x_unit, y_unit):
+            if u not in M.columns:
+                raise ValueError(f"{label}: no {granularity} unit {u!r}; units: {list(M.columns)}")
+        x, y = M[x_unit].to_numpy(float), M[y_unit].to_numpy(float)
+        c, mk = colors[i % len(colors)], _MARKERS[i % len(_MARKERS)]
+        ax.plot(x, y, linestyle="none", marker=mk, color=c, markersize=5, alpha=0.8, label=label)
+        for j in range(len(x) - 1):
+            ax.annotate("", xy=(x[j + 1], y[j + 1]), xytext=(x[j], y[j]),
+                        arrowprops=dict(arrowstyle="->", color=c, lw=1.0, shrinkA=2, shrinkB=2))
+        ax.plot(x[:1], y[:1], linestyle="none", marker=mk, markersize=11, markerfacecolor="none",
+                markeredgecolor="blue", markeredgewidth=2)
+        ax.plot(x[-1:], y[-1:], linestyle="none", marker=mk, markersize=11, markerfacecolor="none",
+                markeredgecolor="red", markeredgewidth=2)
+    levels = flows[0].level_numbers
+    ax.plot([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="blue",
+            label=f"first level ({levels[0]})" if len(flows) == 1 else "first level")
+    ax.plot([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="red",
+            label=f"last level ({levels[-1]})" if len(flows) == 1 else "last level")
+    ax.set_xlabel(f"$M$ of {x_unit}")
+    ax.set_ylabel(f"$M$ of {y_unit}")
+    ax.set_title(title or f"IMP flow projection ({granularity} granularity)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", title: str | None = None,
+                     **eigen_kwargs):
+    """λ per unit with ±std error bars, coloured by class, and a horizontal line at λ = 1.
+
+    ``flow_or_table`` is an :class:`~lottery_rg.flow.IMPFlow` (its eigenvalues are computed
+    with ``granularity`` and ``eigen_kwargs``: window, start, rule, ddof) or an
+    :class:`~lottery_rg.flow.EigenvalueTable`.
+    """
+    if isinstance(flow_or_table, IMPFlow):
+        table = flow_or_table.eigenvalues(granularity, **eigen_kwargs)
+    elif isinstance(flow_or_table, EigenvalueTable):
+        table = flow_or_table
+    else:
+        raise TypeError("plot_eigenvalues needs an IMPFlow or an EigenvalueTable")
+    t = table.table
+    n = len(t)
+    fig = Figure(figsize=(max(5.0, 0.35 * n + 2.0), 4.5))
+    ax = fig.add_subplot()
+    xs = np.arange(n)
+    for cls in list(CLASSES) + [UNDETERMINED]:
+        sel = (t["class"] == cls).to_numpy()
+        if not sel.any():
+            continue
+        ax.errorbar(xs[sel], t["lambda"].to_numpy(float)[sel], yerr=np.nan_to_num(t["std"].to_numpy(float)[sel]),
+                    fmt="o", color=CLASS_COLORS[cls], ecolor=CLASS_COLORS[cls], capsize=3, label=cls)
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([str(u) for u in t.index], rotation=90 if n > 6 else 30, fontsize=8,
+                       ha="center" if n > 6 else "right")
+    ax.set_ylabel(r"$\lambda_i$ (mean of $M_i(n+1)/M_i(n)$)")
+    lv = table.levels
+    ax.set_title(title or f"IMP-flow eigenvalues ({table.granularity}, levels {lv[0]}–{lv[-1]})")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def _runs(points_or_flows, metric: str, labels):
+    """[(density %, error %, label)] from flows, one (d, e) pair, or a list of (d, e) pairs."""
+    from .scaling import points_from_flows
+
+    obj = points_or_flows
+    if isinstance(obj, IMPFlow):
+        obj = [obj]
+    if isinstance(obj, (list, tuple)) and obj and all(isinstance(f, IMPFlow) for f in obj):
+        runs = points_from_flows(obj, metric, per_run=True)
+        names = [f.label for f in obj]
+    elif isinstance(obj, (list, tuple)) and len(obj) == 2 and all(np.ndim(v) == 1 for v in obj) \
+            and np.size(obj[0]) == np.size(obj[1]) and np.asarray(obj[0]).dtype != object:
+        runs = [(np.asarray(obj[0], float), np.asarray(obj[1], float))]
+        names = ["data"]
+    elif isinstance(obj, (list, tuple)) and obj and all(isinstance(r, (list, tuple)) and len(r) == 2 for r in obj):
+        runs = [(np.asarray(d, float), np.asarray(e, float)) for d, e in obj]
+        names = [f"run {i}" for i in range(len(runs))]
+    else:
+        raise TypeError("expected IMPFlow(s), a (density, error) pair, or a list of (density, error) pairs")
+    if labels is not None:
+        names = list(labels)
+        if len(names) != len(runs):
+            raise ValueError(f"{len(runs)} runs but {len(names)} labels")
+    return [(d, e, n) for (d, e), n in zip(runs, names)]
+
+
+def plot_error_vs_density(points_or_flows, fit=None, path=None, *, metric: str = "eval_accuracy",
+                          labels: Sequence[str] | None = None, invert_x: bool = True, title: str | None = None):
+    """Error (%) against density (%) on a log density axis, with the fitted Eq. 14 curve.
+
+    ``points_or_flows``: flow(s) (points from ``metric``, a fraction), a ``(density,
+    error)`` pair of arrays in percent, or a list of such pairs (one per run). ``fit`` is
+    a :class:`~lottery_rg.scaling.ScalingFit` or None. The density axis decreases to the
+    right unless ``invert_x=False``.
+    """
+    runs = _runs(points_or_flows, metric, labels)
+    fig = Figure(figsize=(6.0, 4.5))
+    ax = fig.add_subplot()
+    d_all = [d for d, _, _ in runs if d.size]
+    for i, (d, e, name) in enumerate(runs):
+        ax.plot(d, e, linestyle="none", marker=_MARKERS[i % len(_MARKERS)], color=f"C{i % 10}", label=name, alpha=0.8)
+    if fit is not None:
+        lo = min([float(np.min(d)) for d in d_all] + [float(np.min(fit.density))])
+        grid = np.logspace(np.log10(lo), np.log10(100.0), 300)
+        p = fit.params
+        ax.plot(grid, fit.predict(grid), color="black", lw=1.5,
+                label=(rf"Eq. 14: $\gamma$ = {p['gamma']:.3f} ± {fit.stderr['gamma']:.2g}"
+                       + (" (at bound)" if "gamma" in fit.at_bounds else "") + ", "
+                       rf"$\epsilon_{{np}}$ = {p['eps_np']:.2f}, $\epsilon^\dagger$ = {p['eps_dagger']:.1f}, "
+                       rf"p = {p['p']:.2g}"))
+    ax.set_xscale("log")
+    lo = min([float(np.min(d)) for d in d_all] or [1.0])
+    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01) if t >= 0.8 * lo]
+    ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    if invert_x:
+        ax.invert_xaxis()
+    ax.set_xlabel("density (% of prunable weights remaining)")
+    ax.set_ylabel("error (%) = 100 − accuracy")
+    ax.set_title(title or "Error versus density")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_M_vs_level(flow: IMPFlow, granularity: str = "block", path=None, *, units: Sequence[str] | None = None,
+                    title: str | None = None):
+    """M_i(n) against level n on a log y axis: eigenfunctions are straight lines (slope log λ_i)."""
+    M = flow.M(granularity)
+    if units is not None:
+        missing = [u for u in units if u not in M.columns]
+        if missing:
+            raise ValueError(f"no {granularity} units {missing}; units: {list(M.columns)}")
+        M = M[list(units)]
+    fig = Figure(figsize=(7.0, 4.5))
+    ax = fig.add_subplot()
+    levels = M.index.to_numpy()
+    colors = _colors(M.shape[1])
+    for i, col in enumerate(M.columns):
+        y = M[col].to_numpy(float)
+        y = np.where(y > 0, y, np.nan)  # M = 0 cannot be drawn on a log axis
+        ax.plot(levels, y, marker=_MARKERS[i % len(_MARKERS)], markersize=3, color=colors[i], label=str(col))
+    ax.set_yscale("log")
+    ax.set_xlabel("IMP level n")
+    ax.set_ylabel(r"$M_i(n)$")
+    ax.set_title(title or f"IMP flow of {flow.label} ({granularity} granularity)")
+    ax.grid(alpha=0.3, which="both")
+    ncol = 1 if M.shape[1] <= 12 else 2 if M.shape[1] <= 30 else 3
+    ax.legend(fontsize=6 if M.shape[1] > 12 else 8, ncol=ncol, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _finish(fig, path)
