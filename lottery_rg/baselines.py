@@ -1,0 +1,151 @@
+"""Baseline sparse networks a ticket is judged against (E-LTH §4, open_lth branches).
+
+Every baseline keeps *exactly* the per-tensor survivor counts it is given (normally those
+of the ticket under test), so baselines differ from the ticket only in *which* weights
+survive or in the weights themselves:
+
+* :func:`random_mask` — each tensor's mask permuted (the "random pruning" baseline);
+* :func:`reinit_model` — same mask, freshly initialised weights;
+* :func:`magnitude_mask` — one-shot magnitude pruning of the given weights;
+* :func:`snip_mask` — SNIP, scores |g ⊙ θ| from batches of data (Lee et al. 2019);
+* :func:`grasp_mask` — GraSP, scores −θ ⊙ (H g), the weights with the largest scores removed (Wang et al. 2020).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .families import family_of
+from .masks import Mask, surviving
+
+__all__ = ["layerwise_counts", "keep_top", "random_mask", "reinit_model", "magnitude_mask", "snip_mask", "grasp_mask",
+           "default_loss", "BASELINES", "baseline_mask"]
+
+BASELINES = ("random", "reinit", "magnitude", "snip", "grasp")
+
+
+def layerwise_counts(mask: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """Surviving weights per tensor: what every baseline must match."""
+    return surviving(mask)
+
+
+def keep_top(scores: Mapping[str, torch.Tensor], counts: Mapping[str, int]) -> Mask:
+    """Per tensor, keep the ``counts[name]`` highest scores (ties: lower flat index first)."""
+    out = {}
+    for name, k in counts.items():
+        s = scores[name].detach().float().flatten().cpu()
+        if not 0 <= k <= s.numel():
+            raise ValueError(f"{name}: cannot keep {k} of {s.numel()} weights")
+        order = torch.sort(s, descending=True, stable=True).indices[:k]
+        keep = torch.zeros(s.numel(), dtype=torch.bool)
+        keep[order] = True
+        out[name] = keep.view_as(scores[name])
+    return out
+
+
+def random_mask(mask: Mapping[str, torch.Tensor], seed: int = 0) -> Mask:
+    """Each tensor's mask randomly permuted: same layerwise densities, random positions."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, m in mask.items():
+        flat = m.flatten().cpu()
+        out[name] = flat[torch.randperm(flat.numel(), generator=g)].view_as(m)
+    return out
+
+
+def reinit_model(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A fresh, randomly initialised copy of ``model``'s architecture (the "reinit" baseline's weights)."""
+    family = family_of(model)
+    devices = {p.device for p in model.parameters()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = family.build(family.architecture(model))
+    return fresh.to(next(iter(devices))) if devices else fresh
+
+
+def magnitude_mask(model: nn.Module, counts: Mapping[str, int]) -> Mask:
+    """One-shot magnitude pruning of ``model``'s current weights to ``counts`` survivors per tensor."""
+    params = dict(model.named_parameters())
+    return keep_top({n: params[n].detach().abs() for n in counts}, counts)
+
+
+def default_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The training loss of one batch: the model's own loss for transformers models, cross-entropy for timm."""
+    from transformers import PreTrainedModel
+
+    if isinstance(model, PreTrainedModel):
+        return model(**batch).loss
+    return F.cross_entropy(model(batch["pixel_values"]), batch["labels"])
+
+
+def _grads(model, names, batches, loss_fn, create_graph=False):
+    params = dict(model.named_parameters())
+    tensors = [params[n] for n in names]
+    total = None
+    n = 0
+    for batch in batches:
+        loss = loss_fn(model, batch)
+        g = torch.autograd.grad(loss, tensors, create_graph=create_graph, allow_unused=True)
+        g = [torch.zeros_like(t) if gi is None else gi for gi, t in zip(g, tensors)]
+        total = g if total is None else [a + b for a, b in zip(total, g)]
+        n += 1
+    if n == 0:
+        raise ValueError("SNIP and GraSP need at least one batch of data")
+    return [t / n for t in total], tensors
+
+
+def snip_mask(model: nn.Module, counts: Mapping[str, int], batches: Iterable[Mapping[str, torch.Tensor]],
+              loss_fn: Callable = default_loss) -> Mask:
+    """SNIP: keep the weights with the largest connection sensitivity |∂L/∂θ ⊙ θ|."""
+    names = list(counts)
+    was_training = model.training
+    model.eval()
+    try:
+        grads, tensors = _grads(model, names, batches, loss_fn)
+    finally:
+        model.train(was_training)
+    return keep_top({n: (g * t).abs() for n, g, t in zip(names, grads, tensors)}, counts)
+
+
+def grasp_mask(model: nn.Module, counts: Mapping[str, int], batches: Iterable[Mapping[str, torch.Tensor]],
+               loss_fn: Callable = default_loss) -> Mask:
+    """GraSP: scores −θ ⊙ (H g); the largest scores are removed, i.e. the smallest are kept."""
+    names = list(counts)
+    batches = list(batches)
+    was_training = model.training
+    model.eval()
+    try:
+        g, tensors = _grads(model, names, batches, loss_fn)
+        g = [x.detach() for x in g]
+        hg = None
+        for batch in batches:  # H g = ∇_θ (g_detached · ∇_θ L)
+            grad = torch.autograd.grad(loss_fn(model, batch), tensors, create_graph=True, allow_unused=True)
+            z = sum((gi * gd).sum() for gi, gd in zip(grad, g) if gi is not None)
+            h = torch.autograd.grad(z, tensors, allow_unused=True)
+            h = [torch.zeros_like(t) if x is None else x for x, t in zip(h, tensors)]
+            hg = h if hg is None else [a + b for a, b in zip(hg, h)]
+    finally:
+        model.train(was_training)
+    scores = {n: -(t.detach() * x) for n, t, x in zip(names, tensors, hg)}
+    return keep_top({n: -s for n, s in scores.items()}, counts)  # keep the lowest GraSP scores
+
+
+def baseline_mask(kind: str, model: nn.Module, reference: Mapping[str, torch.Tensor], *, batches=None,
+                  seed: int = 0, loss_fn: Callable = default_loss) -> Mask:
+    """The ``kind`` baseline's mask with ``reference``'s per-tensor densities, on ``model``'s weights."""
+    counts = layerwise_counts(reference)
+    if kind in ("random",):
+        return random_mask(reference, seed)
+    if kind == "reinit":
+        return {n: m.clone() for n, m in reference.items()}
+    if kind == "magnitude":
+        return magnitude_mask(model, counts)
+    if kind == "snip":
+        return snip_mask(model, counts, batches or [], loss_fn)
+    if kind == "grasp":
+        return grasp_mask(model, counts, batches or [], loss_fn)
+    raise ValueError(f"unknown baseline {kind!r}; choose from {BASELINES}")
