@@ -712,6 +712,57 @@ class IMPFlow:
         file = hf_hub_download(repo_id=text, filename=filename, revision=revision, **kwargs)
         return cls.load(file)
 
+    # ----------------------------------------------------------------- sharing
+
+    def save_pretrained(self, save_directory: str | os.PathLike, repo_id: str | None = None) -> Path:
+        """A folder for the Hub: ``flow.json``, ``flow_table.csv``, the plots and a model card."""
+        from huggingface_hub import ModelCard, ModelCardData
+
+        from . import flow_plots
+        from .io import card_template
+
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.save(out / FLOW_FILE)
+        self.save_table(out / "flow_table.csv")
+        plots, eigen, stages = [], "(fewer than 3 levels)", "(fewer than 3 levels)"
+        if len(self.levels) >= 3:
+            table = self.eigenvalues("block")
+            eigen, stages = table.to_markdown(), self.eigenvalues("stage").to_markdown()
+            flow_plots.plot_eigenvalues(table, out / "eigenvalues_block.png")
+            flow_plots.plot_M_vs_level(self, "block", out / "flow_M_block.png")
+            plots = ["flow_M_block.png", "eigenvalues_block.png"]
+        family = self.model.get("family", "")
+        arch = self.model.get("architecture", self.label)
+        data = ModelCardData(library_name="lottery_rg", tags=["imp-flow", "lottery-ticket", "pruning", family],
+                             model_name=f"{arch}-imp-flow")
+        sched = self.schedule
+        card = ModelCard.from_template(
+            data, template_path=card_template("flow_card.md"), model_name=data.model_name, architecture=arch,
+            family=family, levels=len(self.levels), density=float(self.densities().iloc[-1]) if self.levels else 1.0,
+            schedule=f"{sched.get('pruning', '?')}, {sched.get('schedule', '?')}, {sched.get('prune_fraction', '?')} "
+                     f"per level, rewind step {sched.get('rewind_steps', '?')}",
+            eigen_table=eigen, stage_table=stages, plots=plots, schema_version=SCHEMA_VERSION,
+            repo_id=repo_id or "<repo id>")
+        card.save(out / "README.md")
+        return out
+
+    def push_to_hub(self, repo_id: str, *, token: str | bool | None = None, private: bool | None = None,
+                    branch: str | None = None, commit_message: str = "IMP flow") -> str:
+        """Upload the flow on its own (``save_pretrained`` folder) with the real ``huggingface_hub`` client."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if branch:
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, repo_id=repo_id)
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=branch, commit_message=commit_message)
+        return getattr(info, "commit_url", str(info))
+
     # ----------------------------------------------------------------- basic views
 
     def __eq__(self, other) -> bool:

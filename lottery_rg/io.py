@@ -18,7 +18,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "save_state", "load_state", "state_from_file"]
+__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "save_state", "load_state", "state_from_file",
+           "card_template"]
 
 
 @contextlib.contextmanager
@@ -121,3 +122,11 @@ def state_from_file(path: str | os.PathLike, names: list[str] | None = None) -> 
         if missing:
             raise ValueError(f"{path} has no tensors named {missing[:5]}")
         return {k: f.get_tensor(k) for k in keys}
+
+
+def card_template(name: str) -> str:
+    """Path of a model-card template shipped in ``model_cards/``."""
+    path = Path(__file__).resolve().parent / "model_cards" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"model card template {name} is missing from {path.parent}")
+    return str(path)

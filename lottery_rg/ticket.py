@@ -19,23 +19,15 @@ from huggingface_hub.repocard_data import EvalResult
 from torch import nn
 
 from .families import family_of, get_family
-from .io import load_state, read_json, state_from_file
+from .io import card_template, load_state, read_json, state_from_file
 from .masks import Mask, MaskEnforcer, check_mask, load_mask, mask_density, save_mask, surviving
 from .version import __version__
 
-__all__ = ["LotteryTicket", "TICKET_TAGS", "card_template"]
+__all__ = ["LotteryTicket", "TICKET_TAGS"]
 
 TICKET_TAGS = ["lottery-ticket", "pruning", "sparsity", "imp-flow", "lottery_rg"]
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 _ALLOWED = ["*.json", "*.safetensors", "*.md", "*.png", "*.csv", "*.txt"]
-
-
-def card_template(name: str) -> str:
-    """Path of a model-card template shipped in ``model_cards/``."""
-    path = Path(__file__).resolve().parent / "model_cards" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"model card template {name} is missing from {path.parent}")
-    return str(path)
 
 
 class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,

@@ -191,3 +191,20 @@ def test_trainer_pushes_every_level_and_the_final_ticket(hub, tmp_path):
     assert main.level == LotteryTicket.from_run(tmp_path).level
     files = hub.api().list_repo_files(repo)
     assert not any(f.startswith("checkpoint") or f.endswith((".bin", ".pt")) for f in files)
+
+
+def test_flow_alone_round_trips_through_the_hub_and_compares(run_dir, hub, tmp_path):
+    from lottery_rg import IMPFlow
+
+    local = IMPFlow.from_run_dir(run_dir)
+    repo = hub.new_repo_id("resnet14-flow")
+    local.push_to_hub(repo, token=hub.token)
+    files = set(hub.api().list_repo_files(repo))
+    assert {"flow.json", "flow_table.csv", "README.md", "eigenvalues_block.png"} <= files
+    remote = IMPFlow.from_pretrained(repo)
+    assert remote == local
+    cmp = remote.compare(local)
+    assert cmp.summary["agreement"] == 1.0 and cmp.summary["all_agree"]
+    card = ModelCard.load(repo)
+    assert card.data.library_name == "lottery_rg" and "imp-flow" in card.data.tags
+    assert "IMP-flow eigenvalues" in card.text
