@@ -24,34 +24,19 @@ import shlex
 import sys
 
 import datasets
-import torch
 import transformers
-import yaml
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 
 from lottery_rg import LotteryArguments, LotteryTrainer
 from lottery_rg.arguments import DataArguments, ModelArguments
+from lottery_rg.arguments import parse_args as parse_args_into
 from lottery_rg.tasks import prepare_task
 
 logger = logging.getLogger("run_imp")
 
 
 def parse_args(argv=None):
-    """CLI flags, or one JSON/YAML file followed by optional flags that override it."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, LotteryArguments, TrainingArguments))
-    if not torch.cuda.is_available():
-        # On a CPU-only machine `accelerate launch --multi_gpu` starts gloo ranks, but TrainingArguments
-        # only joins them as a distributed run with use_cpu=True (otherwise every rank trains alone).
-        parser.set_defaults(use_cpu=True)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0].endswith((".json", ".yaml", ".yml")):
-        path, overrides = argv[0], argv[1:]
-        with open(path) as f:
-            config = yaml.safe_load(f)  # YAML is a superset of JSON
-        flags = [f"--{k}" if v is True else f"--{k}={v}" for k, v in config.items() if v is not False and v is not None]
-        flags += [f"--{k}=false" for k, v in config.items() if v is False]
-        argv = flags + overrides
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_args_into((ModelArguments, DataArguments, LotteryArguments, TrainingArguments), argv)
 
 
 def main(argv=None):

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from .masks import PRUNING_SCOPES, SCHEDULES
 
-__all__ = ["LotteryArguments", "ModelArguments", "DataArguments", "TASKS"]
+__all__ = ["LotteryArguments", "ModelArguments", "DataArguments", "TASKS", "parse_args"]
 
 TASKS = ("image-classification", "fill-mask")
 
@@ -116,3 +116,33 @@ class DataArguments:
             raise ValueError(f"--test_fraction must lie in (0, 1), got {self.test_fraction}")
         if not 0.0 < self.mlm_probability < 1.0:
             raise ValueError(f"--mlm_probability must lie in (0, 1), got {self.mlm_probability}")
+
+
+def parse_args(dataclass_types, argv=None):
+    """Parse CLI flags, or a JSON/YAML config file followed by flags that override it.
+
+    On a CPU-only machine ``use_cpu`` defaults to True: ``accelerate launch --multi_gpu``
+    starts gloo ranks there, but ``TrainingArguments`` only joins them as one distributed
+    run with ``use_cpu=True`` (otherwise every rank would train and write alone).
+    """
+    import sys
+
+    import torch
+    import yaml
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(dataclass_types)
+    if not torch.cuda.is_available():
+        parser.set_defaults(use_cpu=True)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0].endswith((".json", ".yaml", ".yml")):
+        with open(argv[0]) as f:
+            config = yaml.safe_load(f) or {}  # YAML is a superset of JSON
+        flags = []
+        for key, value in config.items():
+            if isinstance(value, list):
+                flags += [f"--{key}", *map(str, value)]
+            elif value is not None:
+                flags.append(f"--{key}={str(value).lower() if isinstance(value, bool) else value}")
+        argv = flags + argv[1:]
+    return parser.parse_args_into_dataclasses(args=argv)

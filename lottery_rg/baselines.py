@@ -23,7 +23,7 @@ from .families import family_of
 from .masks import Mask, surviving
 
 __all__ = ["layerwise_counts", "keep_top", "random_mask", "reinit_model", "magnitude_mask", "snip_mask", "grasp_mask",
-           "default_loss", "BASELINES", "baseline_mask"]
+           "default_loss", "BASELINES", "baseline_mask", "baseline_ticket"]
 
 BASELINES = ("random", "reinit", "magnitude", "snip", "grasp")
 
@@ -149,3 +149,20 @@ def baseline_mask(kind: str, model: nn.Module, reference: Mapping[str, torch.Ten
     if kind == "grasp":
         return grasp_mask(model, counts, batches or [], loss_fn)
     raise ValueError(f"unknown baseline {kind!r}; choose from {BASELINES}")
+
+
+def baseline_ticket(kind: str, reference, weights: nn.Module, *, batches=None, seed: int = 0,
+                    loss_fn: Callable = default_loss):
+    """A :class:`~lottery_rg.ticket.LotteryTicket` for baseline ``kind`` at ``reference``'s layerwise densities.
+
+    ``weights`` holds the dense weights the baseline starts from (the target's own rewind
+    weights θ_k); ``reinit`` starts from fresh weights instead and keeps ``reference``'s mask.
+    """
+    import copy
+
+    from .ticket import LotteryTicket
+
+    model = reinit_model(weights, seed=seed + 1000) if kind == "reinit" else copy.deepcopy(weights)
+    mask = baseline_mask(kind, model, reference.mask, batches=batches, seed=seed, loss_fn=loss_fn)
+    info = dict(reference.info, baseline=kind)
+    return LotteryTicket(model, mask, level=reference.level, lottery=dict(reference.lottery, baseline=kind), info=info)

@@ -227,6 +227,20 @@ class ElasticTicket:
         mapping = {s: squeeze_mapping(sd, td, strategy) for s, sd, td in self._stage_pairs(depths, stretch=False)}
         return self.transform(model, mapping, strategy=f"squeeze/{strategy}", target_density=target_density)
 
+    def to(self, target, strategy: str = "interpolation", squeeze_strategy: str = "later",
+           target_density: float | None = None):
+        """Stretch or squeeze, whichever the target's depths require (``strategy='rg'``: the RG-guided policy)."""
+        model = self._target_model(target)
+        if strategy == "rg":
+            return self.rg_guided(model, target_density=target_density)
+        src, tgt = self.layout.depths(), self.family.layout(model).depths()
+        if all(t >= s for s, t in zip(src, tgt)):
+            return self.stretch(model, strategy=strategy, target_density=target_density)
+        if all(t <= s for s, t in zip(src, tgt)):
+            return self.squeeze(model, strategy=squeeze_strategy, target_density=target_density)
+        raise ValueError(f"target depths {tgt} are deeper in some stages and shallower in others than {src}; "
+                         f"give an explicit mapping to transform()")
+
     def rg_guided(self, target, strategy: str = "interpolation", target_density: float | None = None, rule=None):
         """Replicate or drop blocks so each stage keeps its mix of relevant / marginal / irrelevant blocks.
 

@@ -299,7 +299,8 @@ class LotteryTrainer(Trainer):
             train_output = self.train(resume_from_checkpoint=resume)
         finally:
             self.args.output_dir = str(root)
-        metrics = {"train_loss": train_output.training_loss, "train_steps": train_output.global_step}
+        metrics = {"train_loss": train_output.training_loss, "train_steps": train_output.global_step,
+                   "train_runtime": train_output.metrics.get("train_runtime")}
         if self.eval_dataset is not None:
             metrics.update(self.evaluate())
         counts = surviving(mask)

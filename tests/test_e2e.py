@@ -90,3 +90,26 @@ def test_two_processes_hold_identical_masks_and_one_writes(tmp_path):
             assert f"mask digest {digests[0]} (process {rank})" in log
     assert_level_dirs_complete(out)
     assert json.loads((out / "lottery_config.json").read_text())["training"]["train_batch_size"] == 64
+
+
+@pytest.mark.slow
+def test_run_elastic_end_to_end(tmp_path):
+    script = str(ROOT / "examples" / "run_elastic.py")
+    args = ["--source", "resnet14_cifar", "--targets", "resnet20_cifar", "--ticket_levels", "1", "2", "--levels", "2",
+            "--seeds", "0", "--output_dir", str(tmp_path), "--image_size", "16", "--max_train_samples", "128",
+            "--max_eval_samples", "64", "--num_train_epochs", "1", "--per_device_train_batch_size", "32",
+            "--learning_rate", "0.05", "--optim", "sgd", "--report_to", "none", "--save_strategy", "no"]
+    proc = subprocess.run([PYTHON, script, *args], env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {"ett", "random", "reinit", "magnitude", "snip", "grasp", "imp"}
+    for level in (1, 2):
+        ett = next(r for r in rows if r["level"] == level and r["method"] == "ett")
+        assert ett["mapping"] == {"1": [0, 1, 1], "2": [0, 1, 1], "3": [0, 1, 1]}
+        for r in rows:
+            if r["level"] == level and r["method"] in ("random", "reinit", "magnitude", "snip", "grasp"):
+                assert r["density"] == pytest.approx(ett["density"]), r["method"]
+    assert "ETT − best baseline" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "elastic_accuracy_vs_density.png").stat().st_size > 1000
+    again = subprocess.run([PYTHON, script, *args], env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and len((tmp_path / "results.jsonl").read_text().splitlines()) == len(rows)
