@@ -6,8 +6,9 @@ shape (True = the weight survives). Only prunable tensors appear in it.
 Magnitude pruning removes *exactly* the requested number of weights: the smallest
 surviving magnitudes go first and ties at the threshold are broken deterministically
 (tensor order, then flat index), so every process and every re-run computes the same
-mask. The global threshold is found with an in-place selection over a single buffer of
-the surviving magnitudes, so the extra memory is at most one copy of the weights.
+mask. The global threshold is found exactly by radix selection on the float bit
+patterns (two histogram passes), so the extra memory is per-tensor temporaries plus the
+new mask, about a third of one copy of the weights.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 from fractions import Fraction
 from typing import Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -100,45 +100,65 @@ def magnitude_prune(
     return _prune_global(weights, mask, int(remove))
 
 
+def _magnitude_bits(w: torch.Tensor) -> torch.Tensor:
+    """|w| as int32 bit patterns: for non-negative float32, ordering the bits orders the values."""
+    return w.detach().to("cpu", torch.float32).reshape(-1).view(torch.int32) & 0x7FFFFFFF
+
+
+def _kth_smallest_magnitude(weights, mask, names, k: int) -> tuple[int, int]:
+    """Bit pattern of the k-th smallest surviving |w| (1-based), and how many surviving |w| are smaller.
+
+    Exact radix selection: two histogram passes over the bit patterns (high 15 bits, then
+    the low 16 bits inside the selected bucket). Only per-tensor temporaries are allocated —
+    no buffer of all the weights, no sort.
+    """
+
+    def alive(n: str) -> torch.Tensor:
+        bits = _magnitude_bits(weights[n])
+        m = mask[n].cpu().reshape(-1)
+        return bits if bool(m.all()) else bits[m]
+
+    high = torch.zeros(1 << 15, dtype=torch.int64)
+    for n in names:
+        high += torch.bincount(alive(n) >> 16, minlength=1 << 15)
+    if int(high[0x7F80:].sum()):
+        raise ValueError("cannot prune by magnitude: the weights contain NaN or infinity")
+    cum = high.cumsum(0)
+    hi = int(torch.searchsorted(cum, k))
+    below = int(cum[hi - 1]) if hi else 0
+    low = torch.zeros(1 << 16, dtype=torch.int64)
+    for n in names:
+        b = alive(n)
+        low += torch.bincount(b[(b >> 16) == hi] & 0xFFFF, minlength=1 << 16)
+    cum = low.cumsum(0)
+    lo = int(torch.searchsorted(cum, k - below))
+    below += int(cum[lo - 1]) if lo else 0
+    return (hi << 16) | lo, below
+
+
 def _prune_global(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], k: int) -> Mask:
     names = list(mask)
     for n in names:
         if tuple(weights[n].shape) != tuple(mask[n].shape):
             raise ValueError(f"mask for {n} has shape {tuple(mask[n].shape)}, weight has {tuple(weights[n].shape)}")
-    alive = [int(mask[n].sum()) for n in names]
+    alive = [int(torch.count_nonzero(mask[n])) for n in names]
     total = sum(alive)
     if k < 0 or k >= total:
         raise ValueError(f"cannot remove {k} of the {total} surviving weights (at least one must survive)")
     if k == 0:
         return {n: mask[n].clone() for n in names}
 
-    def score(n: str) -> torch.Tensor:
-        return weights[n].detach().to("cpu", torch.float32).abs()
-
-    # one buffer of the surviving magnitudes; the k-th smallest by in-place selection
-    buf = torch.empty(total, dtype=torch.float32)
-    offset = 0
-    for n, c in zip(names, alive):
-        torch.masked_select(score(n), mask[n].cpu(), out=buf[offset:offset + c])
-        offset += c
-    values = buf.numpy()
-    if np.isnan(values).any():
-        raise ValueError("cannot prune by magnitude: the weights contain NaN")
-    values.partition(k - 1)
-    threshold = float(values[k - 1])
-    below = int(np.count_nonzero(values[:k] < threshold))
-    del buf, values
-
+    threshold, below = _kth_smallest_magnitude(weights, mask, names, k)
     ties = k - below  # weights equal to the threshold still to remove, first in tensor/flat order
     out = {}
     for n in names:
-        s, m = score(n), mask[n].cpu()
-        keep = m & (s >= threshold)
+        bits, m = _magnitude_bits(weights[n]), mask[n].cpu().reshape(-1)
+        keep = m & (bits >= threshold)
         if ties > 0:
-            eq = (m & (s == threshold)).flatten().nonzero().flatten()[:ties]
-            keep.view(-1)[eq] = False
+            eq = (m & (bits == threshold)).nonzero().flatten()[:ties]
+            keep[eq] = False
             ties -= eq.numel()
-        out[n] = keep
+        out[n] = keep.view(mask[n].shape)
     return out
 
 

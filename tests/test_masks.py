@@ -126,3 +126,16 @@ def test_enforcer_zeroes_exactly_the_pruned_weights():
     MaskEnforcer(model, mask).apply()
     assert torch.equal(model.weight[~mask["weight"]], torch.zeros(int((~mask["weight"]).sum())))
     assert torch.equal(model.weight[mask["weight"]], before[mask["weight"]])
+
+
+def test_nan_weights_are_refused():
+    w = {"a": torch.randn(10)}
+    w["a"][3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        next_mask(w, ones(w), 0.2)
+
+
+def test_other_dtypes_and_negative_weights_prune_by_magnitude():
+    w = {"a": torch.tensor([-5.0, 0.1, -0.2, 3.0], dtype=torch.bfloat16), "b": torch.tensor([-0.05, 4.0]).double()}
+    new = next_mask(w, ones(w), 0.5)
+    assert new["a"].tolist() == [True, False, False, True] and new["b"].tolist() == [False, True]
