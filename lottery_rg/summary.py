@@ -57,7 +57,8 @@ def write_run_summary(result, flow=None) -> str:
     if flow is not None and len(flow.levels) >= 3:
         from .flow_plots import plot_eigenvalues, plot_M_vs_level
 
-        for granularity in ("stage", "block"):
+        stages = {u.stage for u in flow.get_units("stage") if u.kind == "stage"}
+        for granularity in (("stage", "block") if len(stages) > 1 else ("block", "tensor")):
             table = flow.eigenvalues(granularity)
             lines += [f"### IMP flow eigenvalues ({granularity})", "", table.to_markdown(), ""]
             plot_eigenvalues(table, out / f"eigenvalues_{granularity}.png")

@@ -44,7 +44,7 @@ __all__ = ["LotteryTrainer", "MaskCallback", "LotteryResult", "level_dir"]
 logger = logging.getLogger(__name__)
 
 RUN_CONFIG = "lottery_config.json"
-_TIMING_SUFFIXES = ("_runtime", "_per_second", "epoch")
+_TIMING_SUFFIXES = ("_runtime", "_per_second", "epoch", "masked_tokens")
 REWIND_WEIGHTS = "rewind.safetensors"
 REWIND_STATE = "rewind_state.json"
 
@@ -205,6 +205,15 @@ class LotteryTrainer(Trainer):
         logits = model(inputs["pixel_values"])
         loss = F.cross_entropy(logits, inputs["labels"])
         return (loss, {"logits": logits}) if return_outputs else loss
+
+    def evaluate(self, *args, **kwargs) -> dict:
+        """``Trainer.evaluate``, plus perplexity for masked-language models."""
+        metrics = super().evaluate(*args, **kwargs)
+        if "MaskedLM" in type(self.model).__name__ and "eval_loss" in metrics:
+            from .text_data import perplexity
+
+            metrics["eval_perplexity"] = perplexity(metrics["eval_loss"])
+        return metrics
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         fresh = self.lr_scheduler is None
