@@ -332,6 +332,11 @@ def embedded_tokenizer(cache_dir: str | os.PathLike | None = None, vocab_size: i
     """
     from transformers import BertTokenizerFast
 
+    shipped = Path(__file__).resolve().parent / "assets" / "embedded_tokenizer"
+    if vocab_size == 8192 and cache_dir is None and (shipped / "tokenizer.json").is_file():
+        # the default vocabulary ships with the package: WordPiece training is not bit-reproducible
+        # (tokenizers #1794), and every machine must tokenize the embedded corpus identically
+        return BertTokenizerFast.from_pretrained(str(shipped))
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     version = ".".join(str(v) for v in sys.version_info[:3])
     target = root / f"tokenizer-py{version}-corpus{CORPUS_VERSION}-vocab{vocab_size}"
