@@ -61,7 +61,8 @@ class LotteryArguments:
     def settings(self) -> dict:
         """The settings that define a run; a resumed run must match them exactly."""
         d = asdict(self)
-        d.pop("push_levels")
+        for key in ("push_levels", "levels"):  # more levels extend a run; they do not change it
+            d.pop(key)
         return d
 
     def target_density(self, level: int) -> float:

@@ -49,6 +49,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .families import GRANULARITIES, Layout, Unit, family_of, get_family
 
@@ -712,6 +713,30 @@ class IMPFlow:
         file = hf_hub_download(repo_id=text, filename=filename, revision=revision, **kwargs)
         return cls.load(file)
 
+    @classmethod
+    def untrained_control(cls, run_dir: str | os.PathLike) -> "IMPFlow":
+        """The flow the run's schedule would follow *without training*: its rewind weights pruned again and again.
+
+        A control for the RG reading: with unchanged weights, global magnitude pruning only
+        sees the initialisation's per-layer scales (e.g. Kaiming's fan-out scaling), so
+        eigenvalue patterns it reproduces are not evidence about what training learned.
+        """
+        from .io import state_from_file
+        from .masks import next_mask
+
+        run_dir = Path(run_dir)
+        trained = cls.from_run_dir(run_dir)
+        weights = state_from_file(run_dir / "rewind.safetensors", list(trained.tensors))
+        sched = trained.schedule
+        control = cls(model=dict(trained.model, name=f"{trained.label} (untrained control)"),
+                      tensors=dict(trained.tensors), units=trained.units, schedule=dict(sched, control="untrained"))
+        mask = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
+        for level in range(max(trained.level_numbers) + 1):
+            control.add_level(level, mask)
+            mask = next_mask(weights, mask, sched.get("prune_fraction", 0.2), scope=sched.get("pruning", "global"),
+                             schedule=sched.get("schedule", "geometric"))
+        return control
+
     # ----------------------------------------------------------------- sharing
 
     def save_pretrained(self, save_directory: str | os.PathLike, repo_id: str | None = None) -> Path:
@@ -1048,6 +1073,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--x", dest="x_unit", default=None, help="x unit of the flow projection plot")
     p.add_argument("--y", dest="y_unit", default=None, help="y unit of the flow projection plot")
     p.add_argument("--table", metavar="PATH", default=None, help="write the flat flow table (.csv or .parquet)")
+    p.add_argument("--control", action="store_true",
+                   help="also compute the untrained control flow (the rewind weights pruned without training) "
+                        "and compare the run against it")
     return p
 
 
@@ -1070,6 +1098,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     table = flow.eigenvalues(args.granularity, window=args.window, start=args.start, rule=rule, ddof=args.ddof)
     print(table.to_markdown())
+    if args.control:
+        try:
+            control = IMPFlow.untrained_control(args.run)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: the control needs a run directory with rewind.safetensors: {e}", file=sys.stderr)
+            return 2
+        print("\nUntrained control (rewind weights pruned by the same schedule, no training):\n")
+        print(control.eigenvalues(args.granularity, window=args.window, start=args.start, rule=rule,
+                                  ddof=args.ddof).to_markdown())
+        print()
+        print(flow.compare(control, args.granularity, window=args.window, start=args.start, rule=rule, ddof=args.ddof,
+                           by="unit", labels=("trained IMP", "untrained control")).to_markdown())
     if other is not None:
         print()
         cmp = flow.compare(other, args.granularity, window=args.window, start=args.start, rule=rule,

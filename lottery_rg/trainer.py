@@ -388,6 +388,7 @@ class LotteryTrainer(Trainer):
             "lottery_rg_version": __version__,
             "model": {"family": self.family.name, **self.family.architecture(self.model)},
             "lottery": self.lottery_args.settings(),
+            "levels": self.lottery_args.levels,
             "prunable": self.prunable,
             "info": self.run_info,
             "command": self.run_info.get("command") or _command_line(),
@@ -402,6 +403,7 @@ class LotteryTrainer(Trainer):
         new = self.run_config(total_steps)
         if path.is_file():
             old = read_json(path)
+            old["lottery"] = {k: v for k, v in old.get("lottery", {}).items() if k not in ("levels", "push_levels")}
             for key in ("model", "lottery", "prunable"):
                 if old.get(key) != new[key]:
                     diff = _describe_difference(old.get(key), new[key])
@@ -412,9 +414,9 @@ class LotteryTrainer(Trainer):
                                  f"this one has {total_steps}; use another --output_dir")
         elif any(root.glob("level_[0-9][0-9]")):
             raise ValueError(f"{root} holds level directories but no {RUN_CONFIG}: not a lottery_rg run")
-        elif self.is_world_process_zero():
+        if self.is_world_process_zero() and (not path.is_file() or read_json(path).get("levels") != new["levels"]):
             root.mkdir(parents=True, exist_ok=True)
-            write_json(path, new)
+            write_json(path, new)  # new run, or the same run extended to more levels
         self.accelerator.wait_for_everyone()
 
     def _load_or_create_flow(self):

@@ -469,3 +469,23 @@ def test_from_pretrained_missing_local_path(tmp_path):
 def test_cli_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "nope" / "run")]) == 2
     assert "no flow at" in capsys.readouterr().err
+
+
+def test_untrained_control_prunes_the_rewind_weights_with_the_same_schedule(tmp_path):
+    from safetensors.torch import load_file
+
+    from lottery_rg.masks import next_mask
+    from utils import make_trainer
+
+    make_trainer(tmp_path, {"levels": 2}).run_imp()
+    control = IMPFlow.untrained_control(tmp_path)
+    trained = IMPFlow.from_run_dir(tmp_path)
+    assert control.level_numbers == trained.level_numbers and control.units == trained.units
+    rewind = load_file(tmp_path / "rewind.safetensors")
+    mask = {n: torch.ones_like(rewind[n], dtype=torch.bool) for n in trained.tensors}
+    for level in control.level_numbers:
+        assert control.levels[level]["surviving"] == {n: int(m.sum()) for n, m in mask.items()}
+        mask = next_mask({n: rewind[n] for n in mask}, mask, 0.2)
+    assert control.densities().tolist() == pytest.approx(trained.densities().tolist(), abs=1e-5)
+    from lottery_rg.flow import main
+    assert main([str(tmp_path), "--control"]) == 0
