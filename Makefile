@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ACCELERATE := $(VENV)/bin/accelerate launch --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: install demo demo-2proc demo-mlm test test-slow test-all bench clean
+.PHONY: install demo demo-2proc demo-mlm demo-elastic test test-slow test-all bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,10 @@ bench: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+demo-mlm: install
+	$(ACCELERATE) --num_processes 1 examples/run_imp.py examples/configs/bert_pydocs.json
+
+demo-elastic: install
+	$(PY) examples/run_elastic.py examples/configs/elastic_20_32.json
+	$(PY) examples/run_elastic.py examples/configs/elastic_32_20.json

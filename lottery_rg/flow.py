@@ -1166,4 +1166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the package's copy of this module, so that its classes are the ones other modules check against
+    from lottery_rg.flow import main as _main
+
+    sys.exit(_main())
