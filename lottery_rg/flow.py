@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .io import read_json
 from .families import GRANULARITIES, Layout, Unit, family_of, get_family
 
 __all__ = [
@@ -630,10 +631,7 @@ class IMPFlow:
             path = path / FLOW_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no flow file at {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        data = read_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path} is not an IMP flow file")
         return cls.from_dict(data)
@@ -667,7 +665,7 @@ class IMPFlow:
         config_path = run_dir / CONFIG_FILE
         if not config_path.is_file():
             raise FileNotFoundError(f"{run_dir} holds neither {FLOW_FILE} nor {CONFIG_FILE}; is it an IMP run directory?")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = read_json(config_path)
         for key in ("model", "prunable"):
             if key not in config:
                 raise ValueError(f"{config_path} has no {key!r} entry")
@@ -1036,10 +1034,7 @@ def _read_metrics(level_dir: Path) -> dict:
     path = level_dir / METRICS_FILE
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object of metrics")
     if isinstance(data.get("metrics"), dict):  # the trainer's level record: {"level", "density", "metrics": {...}}
