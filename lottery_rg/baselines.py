@@ -98,16 +98,35 @@ def _grads(model, names, batches, loss_fn, create_graph=False):
     return [t / n for t in total], tensors
 
 
+class _Scoring:
+    """Score in training mode (batch statistics, as SNIP and GraSP do) and leave the model as it was.
+
+    A train-mode forward updates BatchNorm running statistics; they are restored afterwards so
+    the baseline starts from exactly the weights and buffers it was given.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+        self.model.train()
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for n, b in self.model.named_buffers():
+                b.copy_(self.buffers[n])
+        self.model.train(self.was_training)
+        self.model.zero_grad(set_to_none=True)
+
+
 def snip_mask(model: nn.Module, counts: Mapping[str, int], batches: Iterable[Mapping[str, torch.Tensor]],
               loss_fn: Callable = default_loss) -> Mask:
     """SNIP: keep the weights with the largest connection sensitivity |∂L/∂θ ⊙ θ|."""
     names = list(counts)
-    was_training = model.training
-    model.eval()
-    try:
+    with _Scoring(model):
         grads, tensors = _grads(model, names, batches, loss_fn)
-    finally:
-        model.train(was_training)
     return keep_top({n: (g * t).abs() for n, g, t in zip(names, grads, tensors)}, counts)
 
 
@@ -116,9 +135,7 @@ def grasp_mask(model: nn.Module, counts: Mapping[str, int], batches: Iterable[Ma
     """GraSP: scores −θ ⊙ (H g); the largest scores are removed, i.e. the smallest are kept."""
     names = list(counts)
     batches = list(batches)
-    was_training = model.training
-    model.eval()
-    try:
+    with _Scoring(model):
         g, tensors = _grads(model, names, batches, loss_fn)
         g = [x.detach() for x in g]
         hg = None
@@ -128,8 +145,6 @@ def grasp_mask(model: nn.Module, counts: Mapping[str, int], batches: Iterable[Ma
             h = torch.autograd.grad(z, tensors, allow_unused=True)
             h = [torch.zeros_like(t) if x is None else x for x, t in zip(h, tensors)]
             hg = h if hg is None else [a + b for a, b in zip(hg, h)]
-    finally:
-        model.train(was_training)
     scores = {n: -(t.detach() * x) for n, t, x in zip(names, tensors, hg)}
     return keep_top({n: -s for n, s in scores.items()}, counts)  # keep the lowest GraSP scores
 

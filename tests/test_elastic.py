@@ -203,3 +203,18 @@ def test_reinit_gives_fresh_weights_of_the_same_architecture():
     assert a.keys() == b.keys()
     assert not torch.equal(a["layer1.0.conv1.weight"], b["layer1.0.conv1.weight"])
     assert torch.equal(reinit_model(src.model, seed=3).state_dict()["fc.weight"], b["fc.weight"])
+
+
+@pytest.mark.parametrize("kind", ["snip", "grasp"])
+def test_saliency_scoring_uses_batch_statistics_and_restores_buffers(kind):
+    from utils import image_setup
+
+    setup = image_setup("resnet14_cifar", train_samples=32)
+    batch = {k: torch.stack([setup.train_dataset[i][k] for i in range(16)]) for k in ("pixel_values", "labels")}
+    model = timm.create_model("resnet14_cifar").eval()
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    src = make_ticket("resnet14_cifar", levels=2)
+    baseline_mask(kind, model, src.mask, batches=[batch])
+    assert not model.training, "the model's mode is restored"
+    assert all(torch.equal(before[n], b) for n, b in model.named_buffers()), "BatchNorm statistics are restored"
+    assert all(p.grad is None for p in model.parameters())
