@@ -218,3 +218,28 @@ def test_saliency_scoring_uses_batch_statistics_and_restores_buffers(kind):
     assert not model.training, "the model's mode is restored"
     assert all(torch.equal(before[n], b) for n, b in model.named_buffers()), "BatchNorm statistics are restored"
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_bert_encoders_stretch_and_squeeze_layer_by_layer():
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                                       intermediate_size=64, max_position_embeddings=32))
+    names = prunable_parameters(model)
+    params = dict(model.named_parameters())
+    mask = next_mask({n: params[n].detach() for n in names}, {n: torch.ones_like(params[n], dtype=torch.bool)
+                                                             for n in names}, 0.5)
+    src = LotteryTicket(model, mask, level=1)
+    deep = ElasticTicket(src).stretch("bert-8")
+    assert deep.model.config.num_hidden_layers == 8
+    for j, i in enumerate([0, 1, 1, 1, 2, 2, 3, 3]):  # 7 slots over 3 replicable layers, earlier ones first
+        assert_block_equal(src, f"bert.encoder.layer.{i}", deep, f"bert.encoder.layer.{j}")
+    assert_block_equal(src, "bert.embeddings", deep, "bert.embeddings")
+    shallow = ElasticTicket(src).squeeze("2")
+    assert shallow.model.config.num_hidden_layers == 2
+    assert_block_equal(src, "bert.encoder.layer.1", shallow, "bert.encoder.layer.1")
+    with pytest.raises(ValueError, match="not a depth variant"):
+        ElasticTicket(src).transform(BertForMaskedLM(BertConfig(vocab_size=60, hidden_size=48, num_hidden_layers=4,
+                                                                num_attention_heads=2, intermediate_size=64,
+                                                                max_position_embeddings=32)), [0, 1, 2, 3])
