@@ -128,7 +128,7 @@ def test_mlm_bad_input_is_refused_before_training(tmp_path):
         prepare_mlm_task(ModelArguments(model_name_or_path=str(tmp_path / "short")), DataArguments(max_seq_length=128))
     table = tmp_path / "numbers.csv"
     table.write_text("a,b\n1,2\n3,4\n")
-    with pytest.raises(ValueError, match="which column holds the text.*\[.a., .b.\]"):
+    with pytest.raises(ValueError, match=r"which column holds the text.*\[.a., .b.\]"):
         prepare_mlm_task(ModelArguments(**TINY), DataArguments(train_file=str(table), max_seq_length=32))
 
 
