@@ -21,6 +21,7 @@ How the pieces map onto the Trainer:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -400,7 +401,7 @@ class LotteryTrainer(Trainer):
     def _check_or_write_run_config(self, total_steps: int) -> None:
         root = self.run_dir
         path = root / RUN_CONFIG
-        new = self.run_config(total_steps)
+        new = json.loads(json.dumps(self.run_config(total_steps), default=str))  # compare as it reads back
         if path.is_file():
             old = read_json(path)
             old["lottery"] = {k: v for k, v in old.get("lottery", {}).items() if k not in ("levels", "push_levels")}
@@ -414,6 +415,7 @@ class LotteryTrainer(Trainer):
                                  f"this one has {total_steps}; use another --output_dir")
         elif any(root.glob("level_[0-9][0-9]")):
             raise ValueError(f"{root} holds level directories but no {RUN_CONFIG}: not a lottery_rg run")
+        self.accelerator.wait_for_everyone()  # every process has checked before the file changes
         if self.is_world_process_zero() and (not path.is_file() or read_json(path).get("levels") != new["levels"]):
             root.mkdir(parents=True, exist_ok=True)
             write_json(path, new)  # new run, or the same run extended to more levels

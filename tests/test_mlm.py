@@ -139,3 +139,10 @@ def test_prunable_set_includes_the_pooler_when_present():
                                                      num_attention_heads=2, intermediate_size=64))
     names = prunable_parameters(model)
     assert "bert.pooler.dense.weight" in names and len(names) == 13
+
+
+def test_a_finished_bert_run_is_recognised_on_rerun(bert_run):
+    out, _ = bert_run
+    before = (level_dir(out, 2) / "mask.safetensors").read_bytes()
+    mlm_trainer(out, {"levels": 2}).run_imp()  # same settings: nothing to redo, no "different settings" error
+    assert (level_dir(out, 2) / "mask.safetensors").read_bytes() == before
