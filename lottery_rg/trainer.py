@@ -231,7 +231,8 @@ class LotteryTrainer(Trainer):
     # ------------------------------------------------------------------ IMP
     @property
     def run_dir(self) -> Path:
-        return Path(self._output_root)
+        """The run directory (``args.output_dir``; levels temporarily point the Trainer at checkpoints/)."""
+        return Path(getattr(self, "_output_root", None) or self.args.output_dir)
 
     def run_imp(self) -> LotteryResult:
         """Run (or resume) every level; returns the per-level results."""
