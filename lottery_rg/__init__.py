@@ -14,7 +14,7 @@ from .ticket import LotteryTicket
 from .masks import MaskEnforcer, apply_mask, load_mask, magnitude_prune, mask_density, next_mask, save_mask
 from .trainer import LotteryResult, LotteryTrainer, MaskCallback
 
-from .version import __version__
+from .version import __version__  # noqa: F401  (lottery_rg.__version__)
 
 
 def __getattr__(name):

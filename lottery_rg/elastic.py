@@ -281,7 +281,6 @@ class ElasticTicket:
         self._check_mapping(mapping, s_stages, t_stages)
 
         src_state = self.source.model.state_dict()
-        src_params = dict(self.source.model.named_parameters())
         tgt_state = model.state_dict()
         new_state, new_mask, origin = {}, {}, {}
         rename = {}  # target tensor name -> source tensor name
