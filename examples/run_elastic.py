@@ -37,9 +37,9 @@ from lottery_rg.arguments import DataArguments
 from lottery_rg.arguments import parse_args as parse_args_into
 from lottery_rg.baselines import baseline_ticket
 from lottery_rg.elastic import ElasticTicket
-from lottery_rg.image_data import accuracy_metrics, load_image_datasets
+from lottery_rg.image_data import accuracy_metrics
 from lottery_rg.io import read_json
-from lottery_rg.tasks import prepare_data_for_model
+from lottery_rg.tasks import load_image_splits, prepare_data_for_model
 
 logger = logging.getLogger("run_elastic")
 METHODS = ("ett", "random", "reinit", "magnitude", "snip", "grasp", "imp")
@@ -97,7 +97,7 @@ def imp_run(arch: str, out: Path, seed: int, data_args, lottery_args, training_a
 
 def retrain(ticket: LotteryTicket, out: Path, data_args, training_args, seed: int, dsd) -> dict:
     """Train a ticket from its rewind weights with its mask enforced; evaluate."""
-    train, test, _ = prepare_data_for_model(ticket.model, data_args, seed, dsd)
+    train, test, _ = prepare_data_for_model(ticket.model, data_args, dsd)
     args = with_args(training_args, output_dir=str(out), seed=seed, save_strategy="no", push_to_hub=False)
     trainer = LotteryTrainer(model=ticket.model, args=args, mask=ticket.mask, train_dataset=train, eval_dataset=test,
                              compute_metrics=accuracy_metrics)
@@ -119,7 +119,7 @@ def imp_cost(run: Path, level: int) -> float:
 
 
 def snip_batches(dsd, model, data_args, seed, n, batch_size):
-    train, _, _ = prepare_data_for_model(model, data_args, seed, dsd)
+    train, _, _ = prepare_data_for_model(model, data_args, dsd)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train), generator=g).tolist()
     batches = []
@@ -148,9 +148,7 @@ def main(argv=None):
     done = set()
     if results_path.is_file():
         done = {(r["seed"], r["target"], r["level"], r["method"]) for r in map(json.loads, results_path.open())}
-    dsd = load_image_datasets(data_args.dataset_name, data_args.dataset_config_name,
-                              image_column=data_args.image_column, label_column=data_args.label_column,
-                              test_fraction=data_args.test_fraction, seed=0, image_size=data_args.image_size or 32)
+    dsd = load_image_splits(data_args)  # one split for every seed, depth and method
 
     jobs = [(s, t, lv, m) for s in ea.seeds for t in ea.targets for lv in ea.ticket_levels for m in ea.methods]
     bar = tqdm(total=len(jobs), desc="elastic tickets", initial=sum(j in done for j in jobs))

@@ -109,6 +109,9 @@ class DataArguments:
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked for MLM."})
     test_fraction: float = field(default=0.2, metadata={
         "help": "Share held out for evaluation when the data set has no test/validation split."})
+    split_seed: int = field(default=0, metadata={
+        "help": "Seed of that train/test split (and of the fixed MLM evaluation masks). Independent of --seed, "
+                "so runs with different seeds, depths or methods are trained and scored on the same split."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation set."})
 

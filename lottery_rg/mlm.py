@@ -96,10 +96,10 @@ def prepare_mlm_task(model_args: ModelArguments, data_args: DataArguments, seed:
     check_mlm_compatibility(model.config, tokenizer, data_args.max_seq_length)
     raw = load_text_datasets(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
                              data_args.validation_file, text_column=data_args.text_column,
-                             test_fraction=data_args.test_fraction, seed=seed)
+                             test_fraction=data_args.test_fraction, seed=data_args.split_seed)
     dsd = prepare_mlm_datasets(raw, tokenizer, data_args.max_seq_length, model_config=model.config)
     dsd = _truncate(dsd, data_args)
-    eval_set = fixed_eval_masks(dsd["test"], tokenizer, data_args.mlm_probability, seed=seed)
+    eval_set = fixed_eval_masks(dsd["test"], tokenizer, data_args.mlm_probability, seed=data_args.split_seed)
     info = {"dataset": data_args.dataset_name or data_args.train_file or "python-docs (embedded)",
             "model_name_or_path": model_args.model_name_or_path, "max_seq_length": data_args.max_seq_length,
             "base_model": model_args.model_name_or_path if model_args.model_name_or_path != EMBEDDED_BERT else None}

@@ -14,7 +14,7 @@ from torch import nn
 
 from .arguments import DataArguments, ModelArguments
 
-__all__ = ["TaskSetup", "prepare_task", "prepare_image_task", "prepare_data_for_model"]
+__all__ = ["TaskSetup", "prepare_task", "prepare_image_task", "prepare_data_for_model", "load_image_splits"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,19 +59,25 @@ def _truncate(dsd, data_args: DataArguments):
     return dsd
 
 
-def prepare_data_for_model(model: nn.Module, data_args: DataArguments, seed: int = 42, dsd=None):
+def load_image_splits(data_args: DataArguments):
+    """Train/test image splits for ``data_args``; the split depends on ``split_seed`` only, never on ``--seed``."""
+    from .image_data import load_image_datasets
+
+    return load_image_datasets(data_args.dataset_name, data_args.dataset_config_name,
+                               image_column=data_args.image_column, label_column=data_args.label_column,
+                               test_fraction=data_args.test_fraction, seed=data_args.split_seed,
+                               image_size=data_args.image_size or 32)
+
+
+def prepare_data_for_model(model: nn.Module, data_args: DataArguments, dsd=None):
     """Train and test splits of an image data set, transformed to the input ``model`` expects."""
     from timm.data import resolve_data_config
 
-    from .image_data import ImageTransform, load_image_datasets
+    from .image_data import ImageTransform
 
     data_cfg = resolve_data_config({}, model=model)
     size = data_args.image_size or int(data_cfg["input_size"][-1])
-    if dsd is None:
-        dsd = load_image_datasets(data_args.dataset_name, data_args.dataset_config_name,
-                                  image_column=data_args.image_column, label_column=data_args.label_column,
-                                  test_fraction=data_args.test_fraction, seed=seed, image_size=size)
-    dsd = _truncate(dsd, data_args)
+    dsd = _truncate(load_image_splits(data_args) if dsd is None else dsd, data_args)
     mean, std = data_cfg["mean"], data_cfg["std"]
     train = dsd["train"].with_transform(ImageTransform(size, mean, std, train=True, augment=data_args.augment))
     test = dsd["test"].with_transform(ImageTransform(size, mean, std))
@@ -81,18 +87,15 @@ def prepare_data_for_model(model: nn.Module, data_args: DataArguments, seed: int
 def prepare_image_task(model_args: ModelArguments, data_args: DataArguments, seed: int = 42) -> TaskSetup:
     from transformers import set_seed
 
-    from .image_data import accuracy_metrics, load_image_datasets
+    from .image_data import accuracy_metrics
     from .modeling import load_model
 
-    dsd = load_image_datasets(data_args.dataset_name, data_args.dataset_config_name,
-                              image_column=data_args.image_column, label_column=data_args.label_column,
-                              test_fraction=data_args.test_fraction, seed=seed,
-                              image_size=data_args.image_size or 32)
+    dsd = load_image_splits(data_args)
     labels = dsd["train"].features["label"].names
     set_seed(seed)  # the initial weights θ_0 depend only on the seed
     model = load_model(model_args.model_name_or_path, num_labels=len(labels), pretrained=model_args.pretrained,
                        revision=model_args.revision)
-    train, test, size = prepare_data_for_model(model, data_args, seed, dsd)
+    train, test, size = prepare_data_for_model(model, data_args, dsd)
     info = {"dataset": data_args.dataset_name or "sklearn-digits (embedded)", "image_size": size,
             "num_labels": len(labels), "labels": labels, "model_name_or_path": model_args.model_name_or_path}
     return TaskSetup("image-classification", model, train, test, compute_metrics=accuracy_metrics, info=info)

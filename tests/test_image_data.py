@@ -66,3 +66,14 @@ def test_image_task_batches_have_model_sized_pixels(tmp_path):
     assert batch["pixel_values"].shape == (4, 3, 32, 32)
     assert batch["labels"].tolist() == [0, 0, 0, 0]
     assert setup.model.fc.out_features == 2
+
+
+def test_the_split_depends_on_split_seed_not_on_the_training_seed():
+    from lottery_rg.tasks import load_image_splits
+
+    a = prepare_image_task(ModelArguments(model_name_or_path="resnet14_cifar"), DataArguments(image_size=16), seed=0)
+    b = prepare_image_task(ModelArguments(model_name_or_path="resnet14_cifar"), DataArguments(image_size=16), seed=1)
+    assert a.eval_dataset[:]["pixel_values"].equal(b.eval_dataset[:]["pixel_values"])
+    assert not a.model.state_dict()["fc.weight"].equal(b.model.state_dict()["fc.weight"])  # θ_0 follows --seed
+    other = load_image_splits(DataArguments(image_size=16, split_seed=1))["test"]["label"]
+    assert other != load_image_splits(DataArguments(image_size=16))["test"]["label"]
