@@ -741,20 +741,18 @@ class IMPFlow:
         """A folder for the Hub: ``flow.json``, ``flow_table.csv``, the plots and a model card."""
         from huggingface_hub import ModelCard, ModelCardData
 
-        from . import flow_plots
         from .io import card_template
+        from .summary import write_plots
 
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         self.save(out / FLOW_FILE)
         self.save_table(out / "flow_table.csv")
-        plots, eigen, stages = [], "(fewer than 3 levels)", "(fewer than 3 levels)"
+
+        plots = write_plots(out, [], self, ("block",))
+        eigen, stages = "(fewer than 3 levels)", "(fewer than 3 levels)"
         if len(self.levels) >= 3:
-            table = self.eigenvalues("block")
-            eigen, stages = table.to_markdown(), self.eigenvalues("stage").to_markdown()
-            flow_plots.plot_eigenvalues(table, out / "eigenvalues_block.png")
-            flow_plots.plot_M_vs_level(self, "block", out / "flow_M_block.png")
-            plots = ["flow_M_block.png", "eigenvalues_block.png"]
+            eigen, stages = self.eigenvalues("block").to_markdown(), self.eigenvalues("stage").to_markdown()
         family = self.model.get("family", "")
         arch = self.model.get("architecture", self.label)
         data = ModelCardData(library_name="lottery_rg", tags=["imp-flow", "lottery-ticket", "pruning", family],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["write_run_summary", "plot_metric_vs_density"]
+__all__ = ["write_run_summary", "write_plots", "flow_granularities", "plot_metric_vs_density"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,32 +37,47 @@ def plot_metric_vs_density(rows: list[dict], path: str | Path, metric: str = "ev
     plt.close(fig)
 
 
+def flow_granularities(flow) -> tuple[str, ...]:
+    """Stages and blocks for multi-stage networks; blocks and matrices for single-stage ones (BERT)."""
+    stages = {u.stage for u in flow.get_units("stage") if u.kind == "stage"}
+    return ("stage", "block") if len(stages) > 1 else ("block", "tensor")
+
+
+def write_plots(out: str | Path, rows: list[dict], flow=None, granularities: tuple[str, ...] = ("block",)) -> list[str]:
+    """The PNGs a run, a ticket or a flow carries: accuracy vs density, M_i(n) and eigenvalues per granularity."""
+    out, written = Path(out), []
+    if any("eval_accuracy" in r for r in rows):
+        plot_metric_vs_density(rows, out / "accuracy_vs_density.png")
+        written.append("accuracy_vs_density.png")
+    if flow is not None and len(flow.levels) >= 3:
+        from .flow_plots import plot_eigenvalues, plot_M_vs_level
+
+        for g in granularities:
+            plot_M_vs_level(flow, g, out / f"flow_M_{g}.png")
+            plot_eigenvalues(flow.eigenvalues(g), out / f"eigenvalues_{g}.png")
+            written += [f"flow_M_{g}.png", f"eigenvalues_{g}.png"]
+    return written
+
+
 def write_run_summary(result, flow=None) -> str:
-    """Write ``summary.csv``, ``summary.md``, ``accuracy_vs_density.png`` and flow plots; return the text."""
+    """Write ``summary.csv``, ``summary.md`` and the plots of a run directory; print and return the text."""
     import pandas as pd
 
     out = Path(result.output_dir)
     rows = result.rows()
     pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
-    metric = "eval_accuracy" if any("eval_accuracy" in r for r in rows) else None
-    if metric:
-        plot_metric_vs_density(rows, out / "accuracy_vs_density.png", metric)
+    granularities = flow_granularities(flow) if flow is not None else ()
+    write_plots(out, rows, flow, granularities)
     lines = ["## Lottery run summary", "", result.to_markdown(), ""]
-    best = result.best_ticket() if metric else None
+    best = result.best_ticket()
     if best is not None:
-        lines.append(f"Sparsest ticket within 1 accuracy point of the dense network: level {best['level']} "
-                     f"at {100 * best['density']:.2f}% density ({100 * best[metric]:.2f}% vs "
-                     f"{100 * rows[0][metric]:.2f}% dense).")
-        lines.append("")
+        metric = "eval_accuracy"
+        lines += [f"Sparsest ticket within 1 accuracy point of the dense network: level {best['level']} "
+                  f"at {100 * best['density']:.2f}% density ({100 * best[metric]:.2f}% vs "
+                  f"{100 * rows[0][metric]:.2f}% dense).", ""]
     if flow is not None and len(flow.levels) >= 3:
-        from .flow_plots import plot_eigenvalues, plot_M_vs_level
-
-        stages = {u.stage for u in flow.get_units("stage") if u.kind == "stage"}
-        for granularity in (("stage", "block") if len(stages) > 1 else ("block", "tensor")):
-            table = flow.eigenvalues(granularity)
-            lines += [f"### IMP flow eigenvalues ({granularity})", "", table.to_markdown(), ""]
-            plot_eigenvalues(table, out / f"eigenvalues_{granularity}.png")
-            plot_M_vs_level(flow, granularity, out / f"flow_M_{granularity}.png")
+        for granularity in granularities:
+            lines += [f"### IMP flow eigenvalues ({granularity})", "", flow.eigenvalues(granularity).to_markdown(), ""]
     text = "\n".join(lines)
     (out / "summary.md").write_text(text + "\n")
     print(text, flush=True)

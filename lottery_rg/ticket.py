@@ -21,6 +21,7 @@ from torch import nn
 from .families import family_of, get_family
 from .io import card_template, load_state, read_json, state_from_file
 from .masks import Mask, MaskEnforcer, check_mask, load_mask, mask_density, save_mask, surviving
+from .summary import write_plots
 from .version import __version__
 
 __all__ = ["LotteryTicket", "TICKET_TAGS"]
@@ -94,7 +95,10 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         if not records:
             raise ValueError(f"{run} has no completed level yet")
         if level is None:
-            level = _select_level(records, metric, max_drop)
+            from .trainer import LotteryResult
+
+            best = LotteryResult(run, records).best_ticket(max_drop, metric)
+            level = best["level"] if best else records[-1]["level"]
         if not (run / f"level_{level:02d}" / "metrics.json").is_file():
             raise ValueError(f"{run} has no completed level {level} (completed: {[r['level'] for r in records]})")
         model = get_family(cfg["model"]["family"]).build(cfg["model"])
@@ -145,11 +149,15 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in self.trained_state.items()}, out / "trained.safetensors")
-        plots = []
         if self.flow is not None:
             self.flow.save(out / "flow.json")
-            plots = self._write_plots(out)
+        plots = write_plots(out, self._rows(), self.flow)
         self.model_card(plots=plots).save(out / "README.md")
+
+    def _rows(self) -> list[dict]:
+        from .trainer import LotteryResult
+
+        return LotteryResult(Path("."), self.metrics).rows()
 
     def lottery_config(self) -> dict:
         counts = surviving(self.mask)
@@ -159,21 +167,6 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             "surviving": sum(counts.values()), "prunable_total": sum(m.numel() for m in self.mask.values()),
             "prunable": list(self.mask), "lottery": self.lottery, "info": self.info,
         }
-
-    def _write_plots(self, out: Path) -> list[str]:
-        from .flow_plots import plot_eigenvalues, plot_M_vs_level
-        from .summary import plot_metric_vs_density
-
-        plots = []
-        rows = [{"level": r["level"], "density": r["density"], **r.get("metrics", {})} for r in self.metrics]
-        if any("eval_accuracy" in r for r in rows):
-            plot_metric_vs_density(rows, out / "accuracy_vs_density.png")
-            plots.append("accuracy_vs_density.png")
-        if len(self.flow.levels) >= 3:
-            plot_M_vs_level(self.flow, "block", out / "flow_M_block.png")
-            plot_eigenvalues(self.flow.eigenvalues("block"), out / "eigenvalues_block.png")
-            plots += ["flow_M_block.png", "eigenvalues_block.png"]
-        return plots
 
     def model_card(self, repo_id: str | None = None, plots: list[str] | None = None) -> ModelCard:
         """The model card (Hub metadata plus a body with levels, eigenvalues, plots and usage)."""
@@ -291,15 +284,6 @@ class _Settings(dict):
 
     def __getattr__(self, key):
         return self.get(key, "")
-
-
-def _select_level(records: list[dict], metric: str, max_drop: float) -> int:
-    scored = [r for r in records if metric in r.get("metrics", {})]
-    if not scored:
-        return records[-1]["level"]
-    dense = next((r for r in scored if r["level"] == 0), scored[0])["metrics"][metric]
-    ok = [r for r in scored if r["metrics"][metric] >= dense - max_drop]
-    return min(ok, key=lambda r: r["density"])["level"] if ok else records[-1]["level"]
 
 
 def _require(folder: Path, name: str) -> Path:
