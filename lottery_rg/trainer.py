@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, Trainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint, set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, set_seed
 
 from .version import __version__
 from .arguments import LotteryArguments
@@ -52,6 +52,32 @@ REWIND_STATE = "rewind_state.json"
 
 def level_dir(output_dir: str | os.PathLike, level: int) -> Path:
     return Path(output_dir) / f"level_{level:02d}"
+
+
+def last_complete_checkpoint(work: str | os.PathLike) -> Path | None:
+    """The newest Trainer checkpoint in ``work`` that was written to the end, or None.
+
+    ``Trainer`` writes a checkpoint folder file by file and ``trainer_state.json`` last, so a
+    process killed while saving leaves a folder without a readable state: resuming from it
+    would fail (or worse, load half a model). Such folders are skipped.
+    """
+    work = Path(work)
+    if not work.is_dir():
+        return None
+    found = []
+    for p in work.iterdir():
+        step = p.name[len(PREFIX_CHECKPOINT_DIR) + 1:]
+        if p.is_dir() and p.name.startswith(PREFIX_CHECKPOINT_DIR + "-") and step.isdigit():
+            found.append((int(step), p))
+    for _, p in sorted(found, reverse=True):
+        try:
+            json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if any((p / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")) or \
+                any(p.glob("model*.safetensors")):
+            return p
+    return None
 
 
 def mask_digest(mask: Mask) -> str:
@@ -288,11 +314,12 @@ class LotteryTrainer(Trainer):
         mask = self._mask_for_level(level)
         self.mask = mask
         work = root / "checkpoints" / f"level_{level:02d}"
-        last = get_last_checkpoint(str(work)) if work.is_dir() else None
+        last = last_complete_checkpoint(work)
+        self._drop_checkpoints_after(work, last)
         if last is None:
             resume = self._start_level(level, mask, work)
         else:
-            resume = last
+            resume = str(last)
             logger.info("level %d: resuming from %s", level, last)
         self.mask_callback.set_mask(self.model, mask)
         logger.info("level %d/%d: density %.4f, mask digest %s (process %d)", level, la.levels,
@@ -350,6 +377,18 @@ class LotteryTrainer(Trainer):
         la = self.lottery_args
         mask = next_mask(weights, prev_mask, la.prune_fraction, scope=la.pruning, schedule=la.schedule)
         return broadcast_mask(mask)
+
+    def _drop_checkpoints_after(self, work: Path, last: Path | None) -> None:
+        """Remove checkpoint folders a kill left half-written, so the Trainer never mixes them in."""
+        self.accelerator.wait_for_everyone()  # every process has chosen ``last`` before anything is removed
+        if self.is_world_process_zero() and work.is_dir():
+            keep = -1 if last is None else int(last.name.split("-")[1])
+            for p in work.glob(PREFIX_CHECKPOINT_DIR + "-*"):
+                step = p.name.split("-")[1]
+                if p.is_dir() and step.isdigit() and int(step) > keep:
+                    logger.warning("removing incomplete checkpoint %s (interrupted while saving)", p)
+                    shutil.rmtree(p, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
 
     def _start_level(self, level: int, mask: Mask, work: Path) -> str | None:
         """Put the model at the level's starting point; returns the checkpoint to resume from, if any."""

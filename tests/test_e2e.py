@@ -60,11 +60,16 @@ def test_resume_after_kill_9_gives_the_same_masks(tmp_path):
     proc.wait()
     assert (out / "level_00").is_dir() and not (out / "level_02").exists()
     assert_level_dirs_complete(out)
+    # a kill while the Trainer saves leaves a folder with weights but no trainer_state.json: make sure one exists
+    half = target / "checkpoint-999"
+    half.mkdir(parents=True, exist_ok=True)
+    (half / "model.safetensors").write_bytes(b"truncated")
 
     resumed = run(out)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "level 0 already complete" in resumed.stderr
     assert "resuming from" in resumed.stderr
+    assert "removing incomplete checkpoint" in resumed.stderr and "checkpoint-999" in resumed.stderr
     a, b = masks(ref), masks(out)
     for level in a:
         assert a[level].keys() == b[level].keys()

@@ -163,3 +163,21 @@ def test_include_exclude_patterns_choose_the_prunable_set(tmp_path):
     assert all("conv" in n or "downsample" in n for n in trainer.prunable)
     only = make_trainer(tmp_path / "x", {"prune_include": [r"^layer3\..*conv\d\.weight$"]})
     assert only.prunable and all(n.startswith("layer3.") for n in only.prunable)
+
+
+def test_resume_skips_checkpoints_a_kill_left_half_written(tmp_path):
+    from lottery_rg.trainer import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+    for step, files in [(2, {"model.safetensors": b"w", "trainer_state.json": b"{}"}),
+                        (3, {"model.safetensors": b"w"}),  # killed before the state was written
+                        (4, {"model.safetensors": b"w", "trainer_state.json": b'{"global_st'}),  # mid-write
+                        (5, {})]:
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        for name, data in files.items():
+            (d / name).write_bytes(data)
+    (tmp_path / "checkpoint-9.partial").mkdir()
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    (tmp_path / "checkpoint-2" / "trainer_state.json").unlink()
+    assert last_complete_checkpoint(tmp_path) is None
