@@ -4,6 +4,7 @@ Public API::
 
     from lottery_rg import LotteryTrainer, LotteryArguments, MaskCallback      # IMP with rewinding
     from lottery_rg import LotteryTicket, IMPFlow, ElasticTicket              # tickets, flows, transfer
+    from lottery_rg import InstabilityResult                                  # linear mode connectivity
     from lottery_rg import family_of, prunable_parameters, next_mask, load_mask, save_mask
 """
 
@@ -11,6 +12,7 @@ from . import cifar_resnet  # noqa: F401  (registers resnet{14,20,32,44,56,110}_
 from .arguments import DataArguments, LotteryArguments, ModelArguments
 from .families import Block, Layout, ModelFamily, Unit, family_of, get_family, prunable_parameters, register_family
 from .ticket import LotteryTicket
+from .stability import InstabilityResult
 from .masks import MaskEnforcer, apply_mask, load_mask, magnitude_prune, mask_density, next_mask, save_mask
 from .trainer import LotteryResult, LotteryTrainer, MaskCallback
 
@@ -32,7 +34,7 @@ def __getattr__(name):
 
 __all__ = [
     "LotteryTrainer", "LotteryTicket", "IMPFlow", "ElasticTicket", "ElasticResult", "LotteryArguments",
-    "ModelArguments", "DataArguments", "LotteryResult", "MaskCallback",
+    "ModelArguments", "DataArguments", "LotteryResult", "MaskCallback", "InstabilityResult",
     "MaskEnforcer", "apply_mask", "load_mask", "save_mask", "magnitude_prune", "next_mask", "mask_density",
     "Block", "Layout", "ModelFamily", "Unit", "family_of", "get_family", "prunable_parameters", "register_family",
 ]

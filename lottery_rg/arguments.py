@@ -41,6 +41,17 @@ class LotteryArguments:
         "help": "Regular expressions removing parameters from the prunable set."})
     push_levels: bool = field(default=False, metadata={
         "help": "With --push_to_hub: also push every level's ticket (as branch level-XX), not only the final one."})
+    stability_levels: list[int] | None = field(default=None, metadata={
+        "help": "After IMP, test these levels for linear mode connectivity (Frankle et al. 2020): train a second copy "
+                "from the rewind point with other SGD noise and report the instability (error barrier) between "
+                "the two."})
+    stability_seed: int | None = field(default=None, metadata={
+        "help": "SGD-noise seed (data order, augmentation, dropout) of the second copy; default --seed + 1."})
+    stability_points: int = field(default=11, metadata={
+        "help": "Evenly spaced points of the linear path at which the error is measured (ends included)."})
+    stability_bn_batches: int = field(default=0, metadata={
+        "help": "Recompute BatchNorm statistics from this many training batches at every point of the path "
+                "(0: interpolate the running statistics like every other tensor)."})
 
     def __post_init__(self):
         if self.levels < 1:
@@ -57,11 +68,21 @@ class LotteryArguments:
                 f"nothing after {self.levels} levels; use fewer levels or a smaller --prune_fraction")
         if self.rewind_steps < 0:
             raise ValueError(f"--rewind_steps must be >= 0, got {self.rewind_steps}")
+        bad = [lv for lv in self.stability_levels or [] if not 0 <= lv <= self.levels]
+        if bad:
+            raise ValueError(f"--stability_levels {bad} are not levels of this run (0..{self.levels})")
+        if self.stability_points < 3:
+            raise ValueError(f"--stability_points must be at least 3 (both ends and one between), "
+                             f"got {self.stability_points}")
+        if self.stability_bn_batches < 0:
+            raise ValueError(f"--stability_bn_batches must be >= 0, got {self.stability_bn_batches}")
 
     def settings(self) -> dict:
         """The settings that define a run; a resumed run must match them exactly."""
         d = asdict(self)
-        for key in ("push_levels", "levels"):  # more levels extend a run; they do not change it
+        # more levels extend a run and analyses read it; neither changes it
+        for key in ("push_levels", "levels", "stability_levels", "stability_seed", "stability_points",
+                    "stability_bn_batches"):
             d.pop(key)
         return d
 

@@ -78,6 +78,12 @@ def write_run_summary(result, flow=None) -> str:
     if flow is not None and len(flow.levels) >= 3:
         for granularity in granularities:
             lines += [f"### IMP flow eigenvalues ({granularity})", "", flow.eigenvalues(granularity).to_markdown(), ""]
+    stability = list(getattr(result, "stability", None) or [])
+    if stability:
+        from .stability import plot_instability, stability_table
+
+        plot_instability(stability, out / "stability.png")
+        lines += ["### Linear mode connectivity (instability to SGD noise)", "", stability_table(stability), ""]
     text = "\n".join(lines)
     (out / "summary.md").write_text(text + "\n")
     print(text, flush=True)

@@ -130,6 +130,7 @@ class LotteryResult:
 
     output_dir: Path
     levels: list[dict] = field(default_factory=list)
+    stability: list = field(default_factory=list)  # InstabilityResult per analysed level
 
     def rows(self) -> list[dict]:
         rows = []
@@ -268,6 +269,7 @@ class LotteryTrainer(Trainer):
         if la.rewind_steps >= total_steps:
             raise ValueError(f"--rewind_steps {la.rewind_steps} is not before the end of training "
                              f"({total_steps} optimizer steps per level); rewind to an earlier step")
+        stability_seed = self._stability_seed(la.stability_seed) if la.stability_levels else None
         self._check_or_write_run_config(total_steps)
         self.flow = self._load_or_create_flow()
         result = LotteryResult(self.run_dir)
@@ -283,12 +285,136 @@ class LotteryTrainer(Trainer):
                 rec = self._run_level(level)
             result.levels.append(rec)
         self.current_level = None
+        for level in la.stability_levels or []:
+            result.stability.append(self.linear_mode_connectivity(
+                level, seed=stability_seed, num_points=la.stability_points, recalibrate_bn=la.stability_bn_batches))
         if self.is_world_process_zero():
             self._write_summary(result)
             if self.push_tickets:
                 self.push_ticket_to_hub()
         self.accelerator.wait_for_everyone()
         return result
+
+    # ------------------------------------------------------------------ linear mode connectivity
+    def _stability_seed(self, seed: int | None) -> int:
+        seed = self.args.seed + 1 if seed is None else int(seed)
+        if seed == self.args.seed:
+            raise ValueError(f"the second copy of the stability analysis needs SGD noise of its own: --stability_seed "
+                             f"{seed} equals --seed; choose another")
+        return seed
+
+    def linear_mode_connectivity(self, level: int, *, seed: int | None = None, num_points: int = 11,
+                                 recalibrate_bn: int = 0):
+        """Instability of ``level``'s ticket to SGD noise (Frankle et al. 2020; :mod:`lottery_rg.stability`).
+
+        Copy a is the level's own training (``--seed``); copy b is trained again from the same
+        rewind point θ_k ⊙ m with the SGD noise of ``seed`` (default ``--seed`` + 1). The error is
+        evaluated at ``num_points`` evenly spaced points of the line between them;
+        ``recalibrate_bn`` > 0 recomputes BatchNorm statistics from that many training batches at
+        every point. Results go to ``OUTPUT_DIR/stability/level_XX/`` (``stability.json``, the
+        plot, copy b's weights); a finished analysis with the same settings is read back, an
+        interrupted copy b resumes from its Trainer checkpoints. The model is left at copy a.
+        """
+        from .stability import STABILITY_FILE, InstabilityResult, interpolate_state, plot_instability, \
+            recalibrate_batchnorm
+
+        self._output_root = Path(getattr(self, "_output_root", None) or self.args.output_dir)
+        root = self.run_dir
+        level = int(level)
+        src = level_dir(root, level)
+        if not (src / "metrics.json").is_file():
+            raise ValueError(f"level {level} of {root} is not complete: the stability analysis starts from a "
+                             f"finished level (run IMP first)")
+        if self.eval_dataset is None:
+            raise ValueError("the stability analysis evaluates the path between the copies: give an eval_dataset")
+        if int(num_points) < 3:
+            raise ValueError(f"the path needs at least 3 points (both ends and one between), got {num_points}")
+        seed_b = self._stability_seed(seed)
+        out = root / "stability" / f"level_{level:02d}"
+        record = out / STABILITY_FILE
+        if record.is_file():
+            old = InstabilityResult.load(record)
+            if (old.seeds == (self.args.seed, seed_b) and len(old.alphas) == int(num_points)
+                    and old.recalibrated_bn == bool(recalibrate_bn)):
+                logger.info("stability of level %d already analysed: %.2f points", level, old.instability)
+                return old
+        copy_b = out / "copy_b.safetensors"
+        if _file_seed(copy_b) != seed_b:  # missing, unreadable, or trained with other SGD noise
+            if self.is_world_process_zero():
+                print(f"[lottery_rg] stability of level {level}: training a second copy (seed {seed_b}) from the "
+                      f"rewind point", flush=True)
+            self.retrain_level(level, seed_b, work=root / "checkpoints" / f"stability_{level:02d}")
+            if self.is_world_process_zero():
+                out.mkdir(parents=True, exist_ok=True)
+                save_state(self.model, copy_b, metadata={"level": level, "seed": seed_b})
+                shutil.rmtree(root / "checkpoints" / f"stability_{level:02d}", ignore_errors=True)
+            self.accelerator.wait_for_everyone()
+        load_state(self.model, copy_b)
+        state_b = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        load_state(self.model, src / "model.safetensors")
+        state_a = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+        n = int(num_points)
+        alphas = [i / (n - 1) for i in range(n)]
+        accuracy, loss = [], []
+        forward = lambda model, batch: self.compute_loss(model, batch)  # noqa: E731
+        for alpha in alphas:
+            self.model.load_state_dict(interpolate_state(state_a, state_b, alpha))
+            if recalibrate_bn:
+                recalibrate_batchnorm(self.model, self._calibration_batches(int(recalibrate_bn)), forward)
+            metrics = self.evaluate(metric_key_prefix="eval")
+            accuracy.append(float(metrics["eval_accuracy"]))
+            loss.append(float(metrics["eval_loss"]))
+        self.model.load_state_dict(state_a)
+        rec = read_json(src / "metrics.json")
+        result = InstabilityResult(level=level, density=float(rec["density"]),
+                                   rewind_steps=self.lottery_args.rewind_steps, seeds=(self.args.seed, seed_b),
+                                   alphas=alphas, accuracy=accuracy, loss=loss,
+                                   recalibrated_bn=bool(recalibrate_bn))
+        if self.is_world_process_zero():
+            result.save(record)
+            plot_instability([result], out / "stability.png")
+            print(f"[lottery_rg] stability of level {level}: instability {result.instability:.2f} points "
+                  f"({'stable' if result.stable() else 'unstable'})", flush=True)
+        self.accelerator.wait_for_everyone()
+        return result
+
+    def retrain_level(self, level: int, seed: int, work: str | os.PathLike | None = None):
+        """Train ``level``'s ticket again from its rewind point, with the SGD noise of ``seed``.
+
+        Exactly the level's own training (θ_k ⊙ m at step k, fresh optimizer, schedule from
+        step k) except for the seed of the data order, augmentation and dropout: with the
+        run's ``--seed`` it reproduces the level's weights. The model holds the result;
+        Trainer checkpoints go to ``work`` (default ``OUTPUT_DIR/checkpoints/retrain_XX``),
+        so an interrupted call resumes. Returns the ``TrainOutput``.
+        """
+        self._output_root = Path(getattr(self, "_output_root", None) or self.args.output_dir)
+        src = level_dir(self.run_dir, int(level))
+        if not (src / "mask.safetensors").is_file():
+            raise ValueError(f"level {level} of {self.run_dir} is not complete: nothing to retrain")
+        mask = load_mask(src / "mask.safetensors", self.model)
+        self.mask = mask
+        self.current_level = None
+        work = Path(work) if work is not None else self.run_dir / "checkpoints" / f"retrain_{int(level):02d}"
+        return self._train_from_start(mask, work, rewound=True, seed=int(seed), what=f"retraining level {level}")
+
+    def _calibration_batches(self, n: int):
+        """``n`` training batches in a fixed order, the same on every process (no sharding)."""
+        import datasets
+        from torch.utils.data import DataLoader, RandomSampler
+
+        dataset, collator = self.train_dataset, self.data_collator
+        if isinstance(dataset, datasets.Dataset):
+            dataset = self._remove_unused_columns(dataset, description="training")
+        else:
+            collator = self._get_collator_with_removed_columns(collator, description="training")
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(dataset, batch_size=self.args.per_device_train_batch_size, sampler=sampler,
+                            collate_fn=collator)
+        for i, batch in enumerate(loader):
+            if i >= n:
+                break
+            yield self._prepare_inputs(batch)
 
     def hub_repo_id(self) -> str:
         return self.args.hub_model_id or Path(self.run_dir).name
@@ -313,30 +439,14 @@ class LotteryTrainer(Trainer):
         self.current_level = level
         mask = self._mask_for_level(level)
         self.mask = mask
-        work = root / "checkpoints" / f"level_{level:02d}"
-        last = last_complete_checkpoint(work)
-        self._drop_checkpoints_after(work, last)
-        if last is None:
-            resume = self._start_level(level, mask, work)
-        else:
-            resume = str(last)
-            logger.info("level %d: resuming from %s", level, last)
-        self.mask_callback.set_mask(self.model, mask)
         logger.info("level %d/%d: density %.4f, mask digest %s (process %d)", level, la.levels,
                     mask_density(mask), mask_digest(mask), self.args.process_index)
         if self.is_world_process_zero():
             print(f"[lottery_rg] level {level}/{la.levels}: training at density {100 * mask_density(mask):.2f}%",
                   flush=True)
-        self._lr_offset = 0 if level == 0 else la.rewind_steps
-        self.optimizer, self.lr_scheduler = None, None  # fresh optimizer every level (SCIENCE §1.5)
-        self.args.output_dir = str(work)
-        # accelerate seeds the data order from torch's initial seed when the dataloader is built: every level
-        # (fresh or resumed) sees the same data order, and a resumed level the order it was interrupted in
-        set_seed(self.args.seed)
-        try:
-            train_output = self.train(resume_from_checkpoint=resume)
-        finally:
-            self.args.output_dir = str(root)
+        work = root / "checkpoints" / f"level_{level:02d}"
+        train_output = self._train_from_start(mask, work, rewound=level > 0, seed=self.args.seed,
+                                              what=f"level {level}")
         metrics = {"train_loss": train_output.training_loss, "train_steps": train_output.global_step,
                    "train_runtime": train_output.metrics.get("train_runtime")}
         if self.eval_dataset is not None:
@@ -368,6 +478,34 @@ class LotteryTrainer(Trainer):
         self.accelerator.wait_for_everyone()
         return record
 
+    def _train_from_start(self, mask: Mask, work: Path, *, rewound: bool, seed: int, what: str):
+        """One training run with ``mask`` enforced, resumable from the Trainer checkpoints in ``work``.
+
+        ``rewound``: start from θ_k ⊙ m at step k with a fresh optimizer (every level after
+        the dense one, and every stability copy); otherwise the dense level-0 start.
+        ``seed`` fixes the SGD noise (data order, augmentation, dropout): the run's own seed
+        for IMP levels, another one for a second copy in the linear-mode-connectivity test.
+        """
+        root = self.run_dir
+        last = last_complete_checkpoint(work)
+        self._drop_checkpoints_after(work, last)
+        if last is None:
+            resume = self._rewind(mask, work) if rewound else self._start_dense()
+        else:
+            resume = str(last)
+            logger.info("%s: resuming from %s", what, last)
+        self.mask_callback.set_mask(self.model, mask)
+        self._lr_offset = self.lottery_args.rewind_steps if rewound else 0
+        self.optimizer, self.lr_scheduler = None, None  # fresh optimizer every level (SCIENCE §1.5)
+        self.args.output_dir = str(work)
+        # accelerate seeds the data order from torch's initial seed when the dataloader is built: every level
+        # (fresh or resumed) sees the same data order, and a resumed level the order it was interrupted in
+        set_seed(seed)
+        try:
+            return self.train(resume_from_checkpoint=resume)
+        finally:
+            self.args.output_dir = str(root)
+
     def _mask_for_level(self, level: int) -> Mask:
         if level == 0:
             return self.initial_mask or full_mask(self.model, self.prunable)
@@ -390,18 +528,21 @@ class LotteryTrainer(Trainer):
                     shutil.rmtree(p, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
-    def _start_level(self, level: int, mask: Mask, work: Path) -> str | None:
-        """Put the model at the level's starting point; returns the checkpoint to resume from, if any."""
+    def _start_dense(self) -> None:
+        """Level 0 starts from the model as given (θ_0); with k = 0 that is also the rewind point."""
+        rewind = self.run_dir / REWIND_WEIGHTS
+        if self.lottery_args.rewind_steps == 0:
+            if rewind.is_file():
+                load_state(self.model, rewind)
+            elif self.is_world_process_zero():
+                save_state(self.model, rewind, metadata={"step": 0})
+            self.accelerator.wait_for_everyone()
+        return None
+
+    def _rewind(self, mask: Mask, work: Path) -> str | None:
+        """Put the model at θ_k ⊙ m; returns the step-k checkpoint to resume from (None for k = 0)."""
         la, root = self.lottery_args, self.run_dir
         rewind = root / REWIND_WEIGHTS
-        if level == 0:
-            if la.rewind_steps == 0:
-                if rewind.is_file():
-                    load_state(self.model, rewind)
-                elif self.is_world_process_zero():
-                    save_state(self.model, rewind, metadata={"step": 0})
-                self.accelerator.wait_for_everyone()
-            return None
         if not rewind.is_file():
             raise FileNotFoundError(f"{rewind} is missing: the rewind point of level 0 was not saved")
         load_state(self.model, rewind)  # θ_k: parameters and buffers
@@ -483,6 +624,17 @@ def _command_line() -> str:
     import sys
 
     return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+
+
+def _file_seed(path: Path) -> int | None:
+    """The ``seed`` a stability copy was trained with (safetensors metadata)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int((f.metadata() or {}).get("seed"))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _gather_digests(digest: str) -> list[str]:
