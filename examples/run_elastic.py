@@ -39,6 +39,7 @@ from lottery_rg.baselines import baseline_ticket
 from lottery_rg.elastic import ElasticTicket
 from lottery_rg.image_data import accuracy_metrics
 from lottery_rg.io import read_json
+from lottery_rg.summary import density_axis
 from lottery_rg.tasks import load_image_splits, prepare_data_for_model
 
 logger = logging.getLogger("run_elastic")
@@ -270,8 +271,7 @@ def summarize(df, out: Path, n_targets: int) -> str:
                 ax.errorbar(100 * r["density"], 100 * r["acc"], yerr=100 * r["sd"].fillna(0), marker="o",
                             capsize=3, label=m.upper() if m in ("ett", "imp", "snip") else m, color=f"C{k}")
         source = df[df["target"] == target]["source"].iloc[0]
-        ax.set_xscale("log")
-        ax.invert_xaxis()
+        density_axis(ax, 100 * sub["density"])
         ax.set_xlabel("density of prunable weights (%)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{source} → {target}")

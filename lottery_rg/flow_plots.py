@@ -19,9 +19,9 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 
 from .flow import CLASSES, UNDETERMINED, EigenvalueTable, IMPFlow
+from .summary import density_axis
 
 __all__ = ["CLASS_COLORS", "plot_flow_projection", "plot_eigenvalues", "plot_error_vs_density", "plot_M_vs_level"]
 
@@ -190,14 +190,7 @@ def plot_error_vs_density(points_or_flows, fit=None, path=None, *, metric: str =
                        + (" (at bound)" if "gamma" in fit.at_bounds else "") + ", "
                        rf"$\epsilon_{{np}}$ = {p['eps_np']:.2f}, $\epsilon^\dagger$ = {p['eps_dagger']:.1f}, "
                        rf"p = {p['p']:.2g}"))
-    ax.set_xscale("log")
-    lo = min([float(np.min(d)) for d in d_all] or [1.0])
-    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01) if t >= 0.8 * lo]
-    ax.set_xticks(ticks)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    if invert_x:
-        ax.invert_xaxis()
+    density_axis(ax, [float(np.min(d)) for d in d_all], invert=invert_x)
     ax.set_xlabel("density (% of prunable weights remaining)")
     ax.set_ylabel("error (%) = 100 − accuracy")
     ax.set_title(title or "Error versus density")

@@ -5,9 +5,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["write_run_summary", "write_plots", "flow_granularities", "plot_metric_vs_density"]
+__all__ = ["write_run_summary", "write_plots", "flow_granularities", "plot_metric_vs_density", "density_axis"]
 
 logger = logging.getLogger(__name__)
+
+
+def density_axis(ax, densities_percent, invert: bool = True) -> None:
+    """A logarithmic density axis (percent) with plain tick labels (100, 50, 20, 10, …), sparser to the right."""
+    from matplotlib.ticker import FuncFormatter
+
+    lo = min([float(d) for d in densities_percent] or [1.0])
+    ax.set_xscale("log")
+    ax.set_xticks([t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01) if t >= 0.8 * lo])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    if invert:
+        ax.invert_xaxis()
 
 
 def plot_metric_vs_density(rows: list[dict], path: str | Path, metric: str = "eval_accuracy",
@@ -25,8 +38,7 @@ def plot_metric_vs_density(rows: list[dict], path: str | Path, metric: str = "ev
     d, v = zip(*pts)
     ax.plot(d, v, "o-", color="C0", label="IMP ticket (each level)")
     ax.axhspan(v[0] - 1, v[0] + 1, color="C2", alpha=0.15, label="dense ± 1 point")
-    ax.set_xscale("log")
-    ax.invert_xaxis()
+    density_axis(ax, d)
     ax.set_xlabel("density of prunable weights (%)")
     ax.set_ylabel(metric.replace("eval_", "").replace("_", " ") + " (%)")
     ax.set_title(title or "accuracy vs density")

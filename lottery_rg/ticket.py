@@ -110,6 +110,14 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         flow = IMPFlow.from_run_dir(run) if (run / "flow.json").is_file() else None
         info = dict(cfg.get("info") or {})
         info.setdefault("command", cfg.get("command"))
+        stability = run / "stability" / f"level_{level:02d}" / "stability.json"
+        if stability.is_file():  # the level's linear-mode-connectivity result travels with the ticket
+            from .stability import InstabilityResult
+
+            r = InstabilityResult.load(stability)
+            info["stability"] = {"instability": r.instability, "loss_barrier": r.loss_barrier, "stable": r.stable(),
+                                 "seeds": list(r.seeds), "points": len(r.alphas),
+                                 "recalibrated_bn": r.recalibrated_bn}
         return cls(model, mask, level=level, lottery=cfg["lottery"], flow=flow, metrics=records, info=info,
                    trained_state=trained)
 
@@ -198,6 +206,10 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         headline = {}
         if acc is not None:
             headline["accuracy at this level" if task != "fill-mask" else "masked-token accuracy"] = f"{100 * acc:.2f} %"
+        stab = self.info.get("stability")
+        if isinstance(stab, dict) and "instability" in stab:
+            headline["instability to SGD noise (linear mode connectivity)"] = (
+                f"{stab['instability']:.2f} points ({'stable' if stab.get('stable') else 'unstable'})")
         dense = next((r for r in self.metrics if r["level"] == 0), None)
         dense_acc = (dense or {}).get("metrics", {}).get("eval_accuracy")
         if dense_acc is not None:

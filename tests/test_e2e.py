@@ -82,7 +82,8 @@ def test_two_processes_hold_identical_masks_and_one_writes(tmp_path):
     accelerate = shutil.which("accelerate", path=os.path.dirname(PYTHON))
     out = tmp_path / "ddp"
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT, "--output_dir", str(out), *ARGS]
+           "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT, "--output_dir", str(out), *ARGS,
+           "--stability_levels", "2", "--stability_points", "3"]
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = proc.stdout + proc.stderr
@@ -95,6 +96,10 @@ def test_two_processes_hold_identical_masks_and_one_writes(tmp_path):
             assert f"mask digest {digests[0]} (process {rank})" in log
     assert_level_dirs_complete(out)
     assert json.loads((out / "lottery_config.json").read_text())["training"]["train_batch_size"] == 64
+    # the linear-mode-connectivity copy trains on both ranks; one record, one report
+    record = json.loads((out / "stability" / "level_02" / "stability.json").read_text())
+    assert record["seeds"] == [0, 1] and len(record["accuracy"]) == 3
+    assert log.count("[lottery_rg] stability of level 2: instability") == 1
 
 
 @pytest.mark.slow

@@ -92,6 +92,12 @@ def test_linear_mode_connectivity_on_a_real_run(tmp_path):
     assert r.instability >= 0 and (out / "stability.png").stat().st_size > 1000
     assert "Linear mode connectivity" in (tmp_path / "summary.md").read_text()
     assert load_results(tmp_path) == [r]
+    # the level's ticket carries the result into its model card
+    from lottery_rg import LotteryTicket
+
+    ticket = LotteryTicket.from_run(tmp_path, level=1)
+    assert ticket.info["stability"]["instability"] == pytest.approx(r.instability)
+    assert "linear mode connectivity" in str(ticket.model_card())
     # the model is left at copy a
     assert all(torch.equal(trainer.model.state_dict()[n], v) for n, v in a.items())
     # asking again reads the record back without training
