@@ -243,3 +243,29 @@ def test_bert_encoders_stretch_and_squeeze_layer_by_layer():
         ElasticTicket(src).transform(BertForMaskedLM(BertConfig(vocab_size=60, hidden_size=48, num_hidden_layers=4,
                                                                 num_attention_heads=2, intermediate_size=64,
                                                                 max_position_embeddings=32)), [0, 1, 2, 3])
+
+
+def test_imagenet_resnets_stretch_and_squeeze_within_one_block_type():
+    """resnet18 ⇄ resnet34 (BasicBlock) and resnet50 → resnet101 (Bottleneck), block by block."""
+    r18 = make_ticket("resnet18", levels=2)
+    r34 = ElasticTicket(r18).stretch("resnet34")
+    assert family_of(r34.model).layout(r34.model).depths() == (3, 4, 6, 3)
+    for stage, depth in zip((1, 2, 3, 4), (3, 4, 6, 3)):
+        for j, i in enumerate(stretch_mapping(2, depth)):  # one replicable block per stage: [0, 1, 1, ...]
+            assert_block_equal(r18, f"layer{stage}.{i}", r34, f"layer{stage}.{j}")
+    for prefix in ("conv1", "bn1", "fc"):
+        assert_block_equal(r18, prefix, r34, prefix)
+    back = ElasticTicket(r34).squeeze("resnet18")  # dropping the later copies gives back the source
+    a, b = r18.model.state_dict(), back.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and all(torch.equal(r18.mask[n], back.mask[n]) for n in r18.mask)
+
+    r50 = make_ticket("resnet50", levels=1)
+    r101 = ElasticTicket(r50).stretch("resnet101", strategy="appending")
+    assert family_of(r101.model).layout(r101.model).depths() == (3, 4, 23, 3)
+    for j, i in enumerate(stretch_mapping(6, 23, "appending")):
+        assert_block_equal(r50, f"layer3.{i}", r101, f"layer3.{j}")
+    for j in range(4):
+        assert_block_equal(r50, f"layer2.{j}", r101, f"layer2.{j}")
+    assert set(r101.mask) == set(prunable_parameters(r101.model))
+    with pytest.raises(ValueError, match="block_type"):
+        ElasticTicket(r18).stretch("resnet50")  # BasicBlock -> Bottleneck is not a depth variant

@@ -208,3 +208,18 @@ def test_flow_alone_round_trips_through_the_hub_and_compares(run_dir, hub, tmp_p
     card = ModelCard.load(repo)
     assert card.data.library_name == "lottery_rg" and "imp-flow" in card.data.tags
     assert "IMP-flow eigenvalues" in card.text
+
+
+def test_imagenet_style_timm_resnet_runs_imp_and_round_trips(tmp_path):
+    """Any timm ResNet by name: resnet18 through IMP, a ticket folder, and timm's own loader."""
+    run = tmp_path / "r18"
+    make_trainer(run, {"levels": 1, "prune_fraction": 0.5}, model="resnet18", train_samples=64).run_imp()
+    ticket = LotteryTicket.from_run(run, level=1)
+    assert ticket.architecture()["architecture"] == "resnet18" and ticket.density == pytest.approx(0.5, abs=1e-6)
+    ticket.save_pretrained(tmp_path / "t")
+    back = LotteryTicket.from_pretrained(tmp_path / "t")
+    assert_same_ticket(ticket, back)
+    plain = timm.create_model(f"local-dir:{tmp_path / 't'}", pretrained=True)
+    assert type(plain).__name__ == "ResNet" and plain.fc.out_features == 10
+    expected = ticket.model.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in plain.state_dict().items())
