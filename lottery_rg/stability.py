@@ -35,11 +35,16 @@ import torch
 from torch import nn
 
 __all__ = ["InstabilityResult", "interpolate_state", "recalibrate_batchnorm", "plot_instability",
-           "stability_table", "load_results", "STABLE_THRESHOLD", "STABILITY_FILE"]
+           "stability_table", "load_results", "record_name", "STABLE_THRESHOLD", "STABILITY_FILE"]
 
 STABLE_THRESHOLD = 2.0  # percentage points of error (Frankle et al. 2020)
 STABILITY_FILE = "stability.json"
 SCHEMA_VERSION = 1
+
+
+def record_name(bn_batches: int = 0, suffix: str = ".json") -> str:
+    """``stability.json`` (interpolated BatchNorm statistics) or ``stability_bn.json`` (recalibrated)."""
+    return ("stability_bn" if bn_batches else "stability") + suffix
 
 
 def interpolate_state(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], alpha: float) -> dict:
@@ -101,7 +106,9 @@ class InstabilityResult:
 
     ``accuracy`` and ``loss`` hold one value per ``alphas`` entry (accuracy as a fraction);
     ``error`` is 100 − accuracy in percent. ``seeds`` are the SGD-noise seeds of copy a (the
-    level's own training) and copy b.
+    level's own training) and copy b. ``bn_batches``: 0 when BatchNorm running statistics were
+    interpolated like every other tensor, else the number of training batches they were
+    recomputed from at every point.
     """
 
     level: int
@@ -112,7 +119,7 @@ class InstabilityResult:
     accuracy: list[float]
     loss: list[float]
     metric: str = "eval_accuracy"
-    recalibrated_bn: bool = False
+    bn_batches: int = 0
     label: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -153,7 +160,7 @@ class InstabilityResult:
         if int(data.get("schema_version", 0)) != SCHEMA_VERSION:
             raise ValueError(f"not a lottery_rg stability record (schema_version {data.get('schema_version')!r})")
         keys = ("level", "density", "rewind_steps", "seeds", "alphas", "accuracy", "loss", "metric",
-                "recalibrated_bn", "label", "extra")
+                "bn_batches", "label", "extra")
         return cls(**{k: data[k] for k in keys if k in data})
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -161,7 +168,7 @@ class InstabilityResult:
 
         path = Path(path)
         if path.suffix != ".json":
-            path = path / STABILITY_FILE
+            path = path / record_name(self.bn_batches)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, self.to_dict())
         return path
@@ -185,7 +192,7 @@ class InstabilityResult:
         verdict = "stable" if self.stable() else "unstable"
         head = (f"Linear mode connectivity at level {self.level} ({100 * self.density:.2f} % density, rewind step "
                 f"{self.rewind_steps}, SGD-noise seeds {self.seeds[0]} and {self.seeds[1]}"
-                f"{', BatchNorm recalibrated' if self.recalibrated_bn else ''}): instability "
+                f"{f', BatchNorm recalibrated on {self.bn_batches} batches' if self.bn_batches else ''}): instability "
                 f"{self.instability:.2f} points ({verdict} at ≤ {STABLE_THRESHOLD:g}), loss barrier {self.loss_barrier:.4f}")
         return head + "\n\n" + "\n".join(lines)
 
@@ -195,11 +202,12 @@ class InstabilityResult:
 
 def stability_table(results: Iterable[InstabilityResult]) -> str:
     """One markdown row per analysed level."""
-    lines = ["| level | density | rewind step | error at α=0 / 1 (%) | max error (%) | instability (points) | "
-             "loss barrier | stable |", "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: (r.rewind_steps, r.level)):
+    lines = ["| level | density | rewind step | BatchNorm statistics | error at α=0 / 1 (%) | max error (%) | "
+             "instability (points) | loss barrier | stable |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: (r.rewind_steps, r.level, r.bn_batches)):
         e = r.error
-        lines.append(f"| {r.level} | {100 * r.density:.2f}% | {r.rewind_steps} | {e[0]:.2f} / {e[-1]:.2f} | "
+        bn = f"recalibrated ({r.bn_batches} batches)" if r.bn_batches else "interpolated"
+        lines.append(f"| {r.level} | {100 * r.density:.2f}% | {r.rewind_steps} | {bn} | {e[0]:.2f} / {e[-1]:.2f} | "
                      f"{max(e):.2f} | {r.instability:.2f} | {r.loss_barrier:.4f} | {'yes' if r.stable() else 'no'} |")
     return "\n".join(lines)
 
@@ -213,9 +221,10 @@ def plot_instability(results: Iterable[InstabilityResult], path: str | os.PathLi
         raise ValueError("nothing to plot: no stability results")
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    for i, r in enumerate(sorted(results, key=lambda r: (r.rewind_steps, r.level))):
-        label = f"level {r.level} ({100 * r.density:.1f}%), k={r.rewind_steps}: {r.instability:.1f} pts"
-        ax.plot(r.alphas, r.error, "o-", color=f"C{i % 10}", label=r.label or label)
+    for i, r in enumerate(sorted(results, key=lambda r: (r.rewind_steps, r.level, r.bn_batches))):
+        label = (f"level {r.level} ({100 * r.density:.1f}%), k={r.rewind_steps}{', BN recalibrated' if r.bn_batches else ''}"
+                 f": {r.instability:.1f} pts")
+        ax.plot(r.alphas, r.error, "o-" if not r.bn_batches else "s--", color=f"C{i % 10}", label=r.label or label)
     ax.set_xlabel("interpolation α  (θ = (1−α)·θ_a + α·θ_b)")
     ax.set_ylabel("test error (%)")
     ax.set_title(title or "linear mode connectivity (instability analysis)")
@@ -230,8 +239,8 @@ def plot_instability(results: Iterable[InstabilityResult], path: str | os.PathLi
 
 
 def load_results(run_dir: str | os.PathLike) -> list[InstabilityResult]:
-    """Every stability record of a run directory (``stability/level_XX/stability.json``)."""
+    """Every stability record of a run directory (``stability/level_XX/stability{,_bn}.json``)."""
     root = Path(run_dir) / "stability"
     if not root.is_dir():
         return []
-    return [InstabilityResult.load(p) for p in sorted(root.glob(f"level_*/{STABILITY_FILE}"))]
+    return [InstabilityResult.load(p) for p in sorted(root.glob("level_*/stability*.json"))]

@@ -110,14 +110,14 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         flow = IMPFlow.from_run_dir(run) if (run / "flow.json").is_file() else None
         info = dict(cfg.get("info") or {})
         info.setdefault("command", cfg.get("command"))
-        stability = run / "stability" / f"level_{level:02d}" / "stability.json"
-        if stability.is_file():  # the level's linear-mode-connectivity result travels with the ticket
-            from .stability import InstabilityResult
+        for key, bn in (("stability", 0), ("stability_bn", 1)):  # linear mode connectivity travels with the ticket
+            from .stability import InstabilityResult, record_name
 
-            r = InstabilityResult.load(stability)
-            info["stability"] = {"instability": r.instability, "loss_barrier": r.loss_barrier, "stable": r.stable(),
-                                 "seeds": list(r.seeds), "points": len(r.alphas),
-                                 "recalibrated_bn": r.recalibrated_bn}
+            path = run / "stability" / f"level_{level:02d}" / record_name(bn)
+            if path.is_file():
+                r = InstabilityResult.load(path)
+                info[key] = {"instability": r.instability, "loss_barrier": r.loss_barrier, "stable": r.stable(),
+                             "seeds": list(r.seeds), "points": len(r.alphas), "bn_batches": r.bn_batches}
         return cls(model, mask, level=level, lottery=cfg["lottery"], flow=flow, metrics=records, info=info,
                    trained_state=trained)
 
@@ -206,10 +206,11 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         headline = {}
         if acc is not None:
             headline["accuracy at this level" if task != "fill-mask" else "masked-token accuracy"] = f"{100 * acc:.2f} %"
-        stab = self.info.get("stability")
-        if isinstance(stab, dict) and "instability" in stab:
-            headline["instability to SGD noise (linear mode connectivity)"] = (
-                f"{stab['instability']:.2f} points ({'stable' if stab.get('stable') else 'unstable'})")
+        for key, what in (("stability", ""), ("stability_bn", ", BatchNorm recalibrated")):
+            stab = self.info.get(key)
+            if isinstance(stab, dict) and "instability" in stab:
+                headline[f"instability to SGD noise (linear mode connectivity{what})"] = (
+                    f"{stab['instability']:.2f} points ({'stable' if stab.get('stable') else 'unstable'})")
         dense = next((r for r in self.metrics if r["level"] == 0), None)
         dense_acc = (dense or {}).get("metrics", {}).get("eval_accuracy")
         if dense_acc is not None:

@@ -286,8 +286,11 @@ class LotteryTrainer(Trainer):
             result.levels.append(rec)
         self.current_level = None
         for level in la.stability_levels or []:
-            result.stability.append(self.linear_mode_connectivity(
-                level, seed=stability_seed, num_points=la.stability_points, recalibrate_bn=la.stability_bn_batches))
+            self.linear_mode_connectivity(level, seed=stability_seed, num_points=la.stability_points,
+                                          recalibrate_bn=la.stability_bn_batches)
+        from .stability import load_results
+
+        result.stability = load_results(self.run_dir)  # this call's analyses and any earlier ones
         if self.is_world_process_zero():
             self._write_summary(result)
             if self.push_tickets:
@@ -315,8 +318,8 @@ class LotteryTrainer(Trainer):
         plot, copy b's weights); a finished analysis with the same settings is read back, an
         interrupted copy b resumes from its Trainer checkpoints. The model is left at copy a.
         """
-        from .stability import STABILITY_FILE, InstabilityResult, interpolate_state, plot_instability, \
-            recalibrate_batchnorm
+        from .stability import InstabilityResult, interpolate_state, plot_instability, recalibrate_batchnorm, \
+            record_name
 
         self._output_root = Path(getattr(self, "_output_root", None) or self.args.output_dir)
         root = self.run_dir
@@ -331,11 +334,12 @@ class LotteryTrainer(Trainer):
             raise ValueError(f"the path needs at least 3 points (both ends and one between), got {num_points}")
         seed_b = self._stability_seed(seed)
         out = root / "stability" / f"level_{level:02d}"
-        record = out / STABILITY_FILE
+        bn_batches = int(recalibrate_bn)
+        record = out / record_name(bn_batches)
         if record.is_file():
             old = InstabilityResult.load(record)
             if (old.seeds == (self.args.seed, seed_b) and len(old.alphas) == int(num_points)
-                    and old.recalibrated_bn == bool(recalibrate_bn)):
+                    and old.bn_batches == bn_batches):
                 logger.info("stability of level %d already analysed: %.2f points", level, old.instability)
                 return old
         copy_b = out / "copy_b.safetensors"
@@ -360,8 +364,8 @@ class LotteryTrainer(Trainer):
         forward = lambda model, batch: self.compute_loss(model, batch)  # noqa: E731
         for alpha in alphas:
             self.model.load_state_dict(interpolate_state(state_a, state_b, alpha))
-            if recalibrate_bn:
-                recalibrate_batchnorm(self.model, self._calibration_batches(int(recalibrate_bn)), forward)
+            if bn_batches:
+                recalibrate_batchnorm(self.model, self._calibration_batches(bn_batches), forward)
             metrics = self.evaluate(metric_key_prefix="eval")
             accuracy.append(float(metrics["eval_accuracy"]))
             loss.append(float(metrics["eval_loss"]))
@@ -370,10 +374,10 @@ class LotteryTrainer(Trainer):
         result = InstabilityResult(level=level, density=float(rec["density"]),
                                    rewind_steps=self.lottery_args.rewind_steps, seeds=(self.args.seed, seed_b),
                                    alphas=alphas, accuracy=accuracy, loss=loss,
-                                   recalibrated_bn=bool(recalibrate_bn))
+                                   bn_batches=bn_batches)
         if self.is_world_process_zero():
             result.save(record)
-            plot_instability([result], out / "stability.png")
+            plot_instability([result], out / record_name(bn_batches, ".png"))
             print(f"[lottery_rg] stability of level {level}: instability {result.instability:.2f} points "
                   f"({'stable' if result.stable() else 'unstable'})", flush=True)
         self.accelerator.wait_for_everyone()

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from lottery_rg.io import state_from_file
-from lottery_rg.stability import InstabilityResult, interpolate_state, load_results, recalibrate_batchnorm
+from lottery_rg.stability import (
+    InstabilityResult, interpolate_state, load_results, recalibrate_batchnorm, stability_table,
+)
 from lottery_rg.trainer import level_dir
 from utils import make_trainer
 
@@ -108,6 +110,12 @@ def test_linear_mode_connectivity_on_a_real_run(tmp_path):
     r9 = trainer.linear_mode_connectivity(1, num_points=9)
     assert len(r9.alphas) == 9 and r9.accuracy[0] == r.accuracy[0] and r9.accuracy[-1] == r.accuracy[-1]
     assert (out / "copy_b.safetensors").stat().st_mtime_ns == stamp
+    # recalibrated BatchNorm statistics: a record of its own next to the plain one, same copy b
+    rb = trainer.linear_mode_connectivity(1, num_points=3, recalibrate_bn=2)
+    assert rb.bn_batches == 2 and (out / "stability_bn.json").is_file() and (out / "stability.json").is_file()
+    assert (out / "copy_b.safetensors").stat().st_mtime_ns == stamp
+    assert sorted(x.bn_batches for x in load_results(tmp_path)) == [0, 2]
+    assert "recalibrated (2 batches)" in stability_table(load_results(tmp_path))
 
 
 def test_stability_bad_input_fails_before_training(tmp_path):
