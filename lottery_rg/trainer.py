@@ -310,12 +310,14 @@ class LotteryTrainer(Trainer):
                                  recalibrate_bn: int = 0):
         """Instability of ``level``'s ticket to SGD noise (Frankle et al. 2020; :mod:`lottery_rg.stability`).
 
-        Copy a is the level's own training (``--seed``); copy b is trained again from the same
-        rewind point θ_k ⊙ m with the SGD noise of ``seed`` (default ``--seed`` + 1). The error is
+        Both copies start from the rewind point θ_k ⊙ m at step k with a fresh optimizer: copy a
+        with the run's SGD noise (``--seed``) — that is the level's own training, reused, except
+        for the dense level 0 with k > 0, which trained through step k and gets a copy of its
+        own — and copy b with the noise of ``seed`` (default ``--seed`` + 1). The error is
         evaluated at ``num_points`` evenly spaced points of the line between them;
         ``recalibrate_bn`` > 0 recomputes BatchNorm statistics from that many training batches at
         every point. Results go to ``OUTPUT_DIR/stability/level_XX/`` (``stability.json``, the
-        plot, copy b's weights); a finished analysis with the same settings is read back, an
+        plot, the copies' weights); a finished analysis with the same settings is read back, an
         interrupted copy b resumes from its Trainer checkpoints. The model is left at copy a.
         """
         from .stability import InstabilityResult, interpolate_state, plot_instability, recalibrate_batchnorm, \
@@ -342,20 +344,16 @@ class LotteryTrainer(Trainer):
                     and old.bn_batches == bn_batches):
                 logger.info("stability of level %d already analysed: %.2f points", level, old.instability)
                 return old
-        copy_b = out / "copy_b.safetensors"
-        if _file_seed(copy_b) != seed_b:  # missing, unreadable, or trained with other SGD noise
-            if self.is_world_process_zero():
-                print(f"[lottery_rg] stability of level {level}: training a second copy (seed {seed_b}) from the "
-                      f"rewind point", flush=True)
-            self.retrain_level(level, seed_b, work=root / "checkpoints" / f"stability_{level:02d}")
-            if self.is_world_process_zero():
-                out.mkdir(parents=True, exist_ok=True)
-                save_state(self.model, copy_b, metadata={"level": level, "seed": seed_b})
-                shutil.rmtree(root / "checkpoints" / f"stability_{level:02d}", ignore_errors=True)
-            self.accelerator.wait_for_everyone()
+        # Both copies start from θ_k ⊙ m at step k with a fresh optimizer and differ only in SGD noise. Every
+        # rewound level (and level 0 with k = 0) *is* such a copy, reproduced bit for bit by retrain_level; the
+        # dense level 0 with k > 0 is not (it trained through step k with its optimizer state), so it gets a copy a.
+        copy_a = src / "model.safetensors"
+        if level == 0 and self.lottery_args.rewind_steps > 0:
+            copy_a = self._stability_copy(level, self.args.seed, out / "copy_a.safetensors", "a")
+        copy_b = self._stability_copy(level, seed_b, out / "copy_b.safetensors", "b")
         load_state(self.model, copy_b)
         state_b = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        load_state(self.model, src / "model.safetensors")
+        load_state(self.model, copy_a)
         state_a = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
         n = int(num_points)
@@ -382,6 +380,21 @@ class LotteryTrainer(Trainer):
                   f"({'stable' if result.stable() else 'unstable'})", flush=True)
         self.accelerator.wait_for_everyone()
         return result
+
+    def _stability_copy(self, level: int, seed: int, path: Path, name: str) -> Path:
+        """``path`` holding ``level`` retrained with ``seed`` (trained now unless already there)."""
+        if _file_seed(path) != seed:  # missing, unreadable, or trained with other SGD noise
+            if self.is_world_process_zero():
+                print(f"[lottery_rg] stability of level {level}: training copy {name} (seed {seed}) from the rewind "
+                      f"point", flush=True)
+            work = self.run_dir / "checkpoints" / f"stability_{level:02d}_{name}"
+            self.retrain_level(level, seed, work=work)
+            if self.is_world_process_zero():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_state(self.model, path, metadata={"level": level, "seed": seed})
+                shutil.rmtree(work, ignore_errors=True)
+            self.accelerator.wait_for_everyone()
+        return path
 
     def retrain_level(self, level: int, seed: int, work: str | os.PathLike | None = None):
         """Train ``level``'s ticket again from its rewind point, with the SGD noise of ``seed``.

@@ -110,11 +110,16 @@ def test_linear_mode_connectivity_on_a_real_run(tmp_path):
     r9 = trainer.linear_mode_connectivity(1, num_points=9)
     assert len(r9.alphas) == 9 and r9.accuracy[0] == r.accuracy[0] and r9.accuracy[-1] == r.accuracy[-1]
     assert (out / "copy_b.safetensors").stat().st_mtime_ns == stamp
+    # the dense level 0 trained through step k = 2 with its optimizer state: it gets a rewound copy a of its own
+    r0 = trainer.linear_mode_connectivity(0, num_points=3)
+    a0 = state_from_file(tmp_path / "stability" / "level_00" / "copy_a.safetensors")
+    level0 = state_from_file(level_dir(tmp_path, 0) / "model.safetensors")
+    assert r0.seeds == (0, 1) and not all(torch.equal(a0[n], level0[n]) for n in mask)
     # recalibrated BatchNorm statistics: a record of its own next to the plain one, same copy b
     rb = trainer.linear_mode_connectivity(1, num_points=3, recalibrate_bn=2)
     assert rb.bn_batches == 2 and (out / "stability_bn.json").is_file() and (out / "stability.json").is_file()
     assert (out / "copy_b.safetensors").stat().st_mtime_ns == stamp
-    assert sorted(x.bn_batches for x in load_results(tmp_path)) == [0, 2]
+    assert sorted((x.level, x.bn_batches) for x in load_results(tmp_path)) == [(0, 0), (1, 0), (1, 2)]
     assert "recalibrated (2 batches)" in stability_table(load_results(tmp_path))
 
 
