@@ -12,7 +12,6 @@ from . import cifar_resnet  # noqa: F401  (registers resnet{14,20,32,44,56,110}_
 from .arguments import DataArguments, LotteryArguments, ModelArguments
 from .families import Block, Layout, ModelFamily, Unit, family_of, get_family, prunable_parameters, register_family
 from .ticket import LotteryTicket
-from .stability import InstabilityResult
 from .masks import MaskEnforcer, apply_mask, load_mask, magnitude_prune, mask_density, next_mask, save_mask
 from .trainer import LotteryResult, LotteryTrainer, MaskCallback
 
@@ -20,11 +19,15 @@ from .version import __version__  # noqa: F401  (lottery_rg.__version__)
 
 
 def __getattr__(name):
-    # imported on first use so that `python -m lottery_rg.flow` runs the module only once
+    # imported on first use so that `python -m lottery_rg.flow` (or .stability) runs the module only once
     if name == "IMPFlow":
         from .flow import IMPFlow
 
         return IMPFlow
+    if name == "InstabilityResult":
+        from .stability import InstabilityResult
+
+        return InstabilityResult
     if name in ("ElasticTicket", "ElasticResult"):
         from . import elastic
 

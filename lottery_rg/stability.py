@@ -213,28 +213,38 @@ def stability_table(results: Iterable[InstabilityResult]) -> str:
 
 
 def plot_instability(results: Iterable[InstabilityResult], path: str | os.PathLike | None, title: str | None = None):
-    """Error along the linear path for one or more results (one line per level); PNG at ``path``."""
+    """Error along the linear path: one panel per level, one line per rewind step and BatchNorm treatment.
+
+    Solid lines interpolate the BatchNorm statistics, dashed ones recalibrate them; the colour
+    is the rewind step. Writes a PNG to ``path`` (``None``: returns the ``Figure``).
+    """
     from matplotlib.figure import Figure
 
     results = list(results)
     if not results:
         raise ValueError("nothing to plot: no stability results")
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    for i, r in enumerate(sorted(results, key=lambda r: (r.rewind_steps, r.level, r.bn_batches))):
-        label = (f"level {r.level} ({100 * r.density:.1f}%), k={r.rewind_steps}{', BN recalibrated' if r.bn_batches else ''}"
-                 f": {r.instability:.1f} pts")
-        ax.plot(r.alphas, r.error, "o-" if not r.bn_batches else "s--", color=f"C{i % 10}", label=r.label or label)
-    ax.set_xlabel("interpolation α  (θ = (1−α)·θ_a + α·θ_b)")
-    ax.set_ylabel("test error (%)")
-    ax.set_title(title or "linear mode connectivity (instability analysis)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    levels = sorted({r.level for r in results})
+    steps = sorted({r.rewind_steps for r in results})
+    fig = Figure(figsize=(5.5 * len(levels), 4))
+    for ax, level in zip(fig.subplots(1, len(levels), squeeze=False)[0], levels):
+        mine = sorted((r for r in results if r.level == level), key=lambda r: (r.rewind_steps, r.bn_batches))
+        for r in mine:
+            bn = "BN recalibrated" if r.bn_batches else "BN statistics interpolated"
+            ax.plot(r.alphas, r.error, "s--" if r.bn_batches else "o-", color=f"C{steps.index(r.rewind_steps) % 10}",
+                    alpha=0.75 if r.bn_batches else 1.0,
+                    label=r.label or f"rewind k={r.rewind_steps}, {bn}: {r.instability:.1f} pts")
+        ax.set_title(f"level {level} ({100 * mine[0].density:.1f} % density)")
+        ax.set_xlabel("α  (θ = (1−α)·θ_a + α·θ_b)")
+        ax.set_ylabel("test error (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "linear mode connectivity: error between two copies trained with different SGD noise")
+    fig.tight_layout()
     if path is None:
         return fig
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(os.fspath(path), dpi=120, bbox_inches="tight", format="png")
+    fig.savefig(os.fspath(path), dpi=110, bbox_inches="tight", format="png")
     return path
 
 
@@ -244,3 +254,34 @@ def load_results(run_dir: str | os.PathLike) -> list[InstabilityResult]:
     if not root.is_dir():
         return []
     return [InstabilityResult.load(p) for p in sorted(root.glob("level_*/stability*.json"))]
+
+
+def main(argv=None) -> int:
+    """``python -m lottery_rg.stability RUN_DIR [RUN_DIR ...]``: the table and plot of the runs' analyses."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m lottery_rg.stability",
+                                 description="Linear-mode-connectivity results of one or more IMP runs (computed by "
+                                             "run_imp.py --stability_levels): a table and a plot.")
+    ap.add_argument("runs", nargs="+", help="IMP run directories")
+    ap.add_argument("--levels", type=int, nargs="*", default=None, help="only these levels")
+    ap.add_argument("--plot", metavar="PNG", default=None, help="write the plot here")
+    args = ap.parse_args(argv)
+    results = []
+    for run in args.runs:
+        found = load_results(run)
+        if not found:
+            print(f"error: {run} holds no stability analysis (run_imp.py ... --stability_levels L ...)", file=sys.stderr)
+            return 2
+        results += [r for r in found if args.levels is None or r.level in args.levels]
+    print(stability_table(results))
+    if args.plot:
+        print(f"\nwrote {plot_instability(results, args.plot)}")
+    return 0
+
+
+if __name__ == "__main__":
+    from lottery_rg.stability import main as _main  # the package's copy of this module
+
+    raise SystemExit(_main())

@@ -135,3 +135,18 @@ def test_stability_bad_input_fails_before_training(tmp_path):
     assert not (tmp_path / "level_00").exists()
     with pytest.raises(ValueError, match="not complete"):
         make_trainer(tmp_path / "b", {"levels": 1}).linear_mode_connectivity(1)
+
+
+def test_command_line_table_and_plot(tmp_path, capsys):
+    from lottery_rg.stability import main
+
+    assert main([str(tmp_path)]) == 2 and "holds no stability analysis" in capsys.readouterr().err
+    for level, k, bn in ((0, 0, 0), (0, 20, 0), (0, 20, 8), (10, 20, 0)):
+        InstabilityResult(level=level, density=0.8 ** level, rewind_steps=k, seeds=(0, 1), alphas=[0, 0.5, 1],
+                          accuracy=[0.99, 0.5 if k == 0 else 0.97, 0.99], loss=[0.1, 1.0, 0.1],
+                          bn_batches=bn).save(tmp_path / f"run{k}" / "stability" / f"level_{level:02d}")
+    assert main([str(tmp_path / "run0"), str(tmp_path / "run20"), "--levels", "0", "--plot", str(tmp_path / "s.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n| 0 |") == 3 and "| 10 |" not in out and "recalibrated (8 batches)" in out
+    assert "| 49.00 |" in out  # k = 0: 50 % error in the middle, 1 % at the ends
+    assert (tmp_path / "s.png").stat().st_size > 1000
