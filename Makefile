@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# accelerate launch gives each process one CPU thread unless told otherwise: use the machine's cores
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+HALF := $(shell n=$$(( $(NPROC) / 2 )); [ $$n -ge 1 ] && echo $$n || echo 1)
 ACCELERATE := $(VENV)/bin/accelerate launch --num_machines 1 --mixed_precision no --dynamo_backend no
 
 .PHONY: install demo demo-2proc demo-mlm demo-elastic test test-slow test-all bench clean
@@ -20,10 +23,11 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(ACCELERATE) --num_processes 1 examples/run_imp.py examples/configs/resnet20_digits.json
+	$(ACCELERATE) --num_processes 1 --num_cpu_threads_per_process $(NPROC) examples/run_imp.py examples/configs/resnet20_digits.json
 
 demo-2proc: install
-	$(ACCELERATE) --multi_gpu --num_processes 2 examples/run_imp.py examples/configs/resnet20_digits.json \
+	$(ACCELERATE) --multi_gpu --num_processes 2 --num_cpu_threads_per_process $(HALF) examples/run_imp.py \
+		examples/configs/resnet20_digits.json \
 		--output_dir runs/resnet20-digits-2proc
 
 test: install
@@ -43,7 +47,7 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 demo-mlm: install
-	$(ACCELERATE) --num_processes 1 examples/run_imp.py examples/configs/bert_pydocs.json
+	$(ACCELERATE) --num_processes 1 --num_cpu_threads_per_process $(NPROC) examples/run_imp.py examples/configs/bert_pydocs.json
 
 demo-elastic: install
 	$(PY) examples/run_elastic.py examples/configs/elastic_20_32.json

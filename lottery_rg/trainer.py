@@ -608,6 +608,13 @@ class LotteryTrainer(Trainer):
                     diff = _describe_difference(old.get(key), new[key])
                     raise ValueError(f"{root} holds a lottery run with different {key} settings ({diff}); "
                                      f"use another --output_dir or delete that one")
+            # the data a run trains on (data set, image size, sequence length…): levels must not mix two of them
+            old_data, new_data = old.get("info") or {}, new.get("info") or {}
+            shared = sorted((set(old_data) & set(new_data)) - {"command"})
+            if any(old_data[k] != new_data[k] for k in shared):
+                diff = _describe_difference({k: old_data[k] for k in shared}, {k: new_data[k] for k in shared})
+                raise ValueError(f"{root} holds a lottery run on other data ({diff}); use another --output_dir "
+                                 f"or delete that one")
             if old.get("training", {}).get("steps_per_level") != total_steps:
                 raise ValueError(f"{root} holds a run with {old['training']['steps_per_level']} steps per level, "
                                  f"this one has {total_steps}; use another --output_dir")

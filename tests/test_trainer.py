@@ -132,6 +132,10 @@ def test_completed_run_is_skipped_and_different_settings_refused(tmp_path):
         make_trainer(tmp_path, {"levels": 1, "prune_fraction": 0.3}).run_imp()
     with pytest.raises(ValueError, match="different model settings"):
         make_trainer(tmp_path, {"levels": 1}, model="resnet20_cifar").run_imp()
+    other_data = make_trainer(tmp_path, {"levels": 1})
+    other_data.run_info = {"dataset": "sklearn-digits (embedded)", "image_size": 24}
+    with pytest.raises(ValueError, match="other data.*image_size: 16 on disk vs 24 now"):
+        other_data.run_imp()
 
 
 @pytest.mark.parametrize("kwargs, message", [

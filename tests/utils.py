@@ -49,7 +49,7 @@ def make_trainer(output_dir, lottery: dict | None = None, model="resnet14_cifar"
                  train_samples=128, **train_kw) -> LotteryTrainer:
     setup = image_setup(model=model, train_samples=train_samples)
     return LotteryTrainer(args=training_args(output_dir, **train_kw), lottery_args=LotteryArguments(**(lottery or {})),
-                          callbacks=callbacks, **setup.trainer_kwargs())
+                          callbacks=callbacks, run_info=setup.info, **setup.trainer_kwargs())
 
 
 def subprocess_env() -> dict:
