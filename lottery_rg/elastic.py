@@ -241,23 +241,25 @@ class ElasticTicket:
         raise ValueError(f"target depths {tgt} are deeper in some stages and shallower in others than {src}; "
                          f"give an explicit mapping to transform()")
 
-    def rg_guided(self, target, strategy: str = "interpolation", target_density: float | None = None, rule=None):
+    def rg_guided(self, target, strategy: str = "interpolation", target_density: float | None = None, rule=None,
+                  window: int | None = None):
         """Replicate or drop blocks so each stage keeps its mix of relevant / marginal / irrelevant blocks.
 
-        ``rule`` is the class rule passed to :meth:`IMPFlow.eigenvalues` (default: one standard deviation).
+        ``rule`` and ``window`` go to :meth:`IMPFlow.eigenvalues` (default: one standard deviation,
+        every recorded level; a window keeps late, finite-size levels out of the classes).
         """
-        classes = self.block_classes(rule)
+        classes = self.block_classes(rule, window)
         model = self._target_model(target)
         depths = self.family.layout(model).depths()
         mapping = {s: rg_mapping(classes[s], td, strategy) for s, _, td in self._stage_pairs(depths, stretch=None)}
         return self.transform(model, mapping, strategy=f"rg-guided/{strategy}", target_density=target_density)
 
-    def block_classes(self, rule=None) -> dict[int, list[str]]:
+    def block_classes(self, rule=None, window: int | None = None) -> dict[int, list[str]]:
         """Class of every source block, per stage, from the source ticket's flow (entry blocks included)."""
         flow = self.source.flow
         if flow is None or len(flow.levels) < 3:
             raise ValueError("the RG-guided policy needs the source ticket's IMP flow with at least 3 levels")
-        by_name = flow.eigenvalues("block", rule=rule).classes.to_dict()
+        by_name = flow.eigenvalues("block", window=window, rule=rule).classes.to_dict()
         out: dict[int, list[str]] = {}
         for stage, blocks in sorted(self.layout.stages().items()):
             out[stage] = [by_name.get(b.prefix, "marginal") for b in blocks]
