@@ -652,12 +652,12 @@ def _command_line() -> str:
 
 def _file_seed(path: Path) -> int | None:
     """The ``seed`` a stability copy was trained with (safetensors metadata)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             return int((f.metadata() or {}).get("seed"))
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, SafetensorError):  # missing, corrupt, or without a seed: train again
         return None
 
 

@@ -121,6 +121,12 @@ def test_linear_mode_connectivity_on_a_real_run(tmp_path):
     assert (out / "copy_b.safetensors").stat().st_mtime_ns == stamp
     assert sorted((x.level, x.bn_batches) for x in load_results(tmp_path)) == [(0, 0), (1, 0), (1, 2)]
     assert "recalibrated (2 batches)" in stability_table(load_results(tmp_path))
+    # a damaged copy is trained again, not read: the same seed gives the same copy bit for bit
+    b = {n: v.clone() for n, v in b.items()}  # safetensors maps the file: copy before overwriting it in place
+    (out / "copy_b.safetensors").write_bytes(b"not a safetensors file")
+    trainer.linear_mode_connectivity(1, num_points=4)
+    again = state_from_file(out / "copy_b.safetensors")
+    assert all(torch.equal(again[n], v) for n, v in b.items())
 
 
 def test_stability_bad_input_fails_before_training(tmp_path):
