@@ -13,15 +13,13 @@ seed 001 Fig. 3; pass ``invert_x=False`` for an increasing axis.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from .flow import CLASSES, UNDETERMINED, EigenvalueTable, IMPFlow
-from .summary import density_axis
+from .summary import density_axis, save_figure
 
 __all__ = ["CLASS_COLORS", "plot_flow_projection", "plot_eigenvalues", "plot_error_vs_density", "plot_M_vs_level"]
 
@@ -43,12 +41,7 @@ def _colors(n: int) -> list:
 
 
 def _finish(fig: Figure, path):
-    if path is None:
-        return fig
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(os.fspath(path), dpi=120, bbox_inches="tight", format="png")
-    return path
+    return save_figure(fig, path)
 
 
 def _as_flows(flows) -> list[IMPFlow]:

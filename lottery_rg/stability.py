@@ -240,12 +240,9 @@ def plot_instability(results: Iterable[InstabilityResult], path: str | os.PathLi
         ax.legend(fontsize=8)
     fig.suptitle(title or "linear mode connectivity: error between two copies trained with different SGD noise")
     fig.tight_layout()
-    if path is None:
-        return fig
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(os.fspath(path), dpi=110, bbox_inches="tight", format="png")
-    return path
+    from .summary import save_figure
+
+    return save_figure(fig, path)
 
 
 def load_results(run_dir: str | os.PathLike) -> list[InstabilityResult]:

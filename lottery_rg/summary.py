@@ -5,9 +5,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["write_run_summary", "write_plots", "flow_granularities", "plot_metric_vs_density", "density_axis"]
+__all__ = ["write_run_summary", "write_plots", "flow_granularities", "plot_metric_vs_density", "density_axis",
+           "save_figure"]
 
 logger = logging.getLogger(__name__)
+
+
+def save_figure(fig, path):
+    """Write a matplotlib ``Figure`` as PNG (creating the folder) and return the path; ``None``: return the figure."""
+    import os
+
+    if path is None:
+        return fig
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(os.fspath(path), dpi=120, bbox_inches="tight", format="png")
+    return path
 
 
 def density_axis(ax, densities_percent, invert: bool = True) -> None:
