@@ -110,9 +110,9 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         flow = IMPFlow.from_run_dir(run) if (run / "flow.json").is_file() else None
         info = dict(cfg.get("info") or {})
         info.setdefault("command", cfg.get("command"))
-        for key, bn in (("stability", 0), ("stability_bn", 1)):  # linear mode connectivity travels with the ticket
-            from .stability import InstabilityResult, record_name
+        from .stability import InstabilityResult, record_name
 
+        for key, bn in (("stability", 0), ("stability_bn", 1)):  # linear mode connectivity travels with the ticket
             path = run / "stability" / f"level_{level:02d}" / record_name(bn)
             if path.is_file():
                 r = InstabilityResult.load(path)
