@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .io import read_json
+from .io import json_path, read_json
 from .families import GRANULARITIES, Layout, Unit, family_of, get_family
 
 __all__ = [
@@ -606,9 +606,7 @@ class IMPFlow:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``flow.json`` atomically (temp file, then ``os.replace``); ``path`` is a file or a directory."""
-        path = Path(path)
-        if path.suffix != ".json":
-            path = path / FLOW_FILE
+        path = json_path(path, FLOW_FILE)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = self.to_json()
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -626,9 +624,7 @@ class IMPFlow:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "IMPFlow":
         """Read a ``flow.json`` (or a directory holding one)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / FLOW_FILE
+        path = json_path(path, FLOW_FILE)
         if not path.is_file():
             raise FileNotFoundError(f"no flow file at {path}")
         data = read_json(path)

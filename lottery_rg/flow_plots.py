@@ -40,10 +40,6 @@ def _colors(n: int) -> list:
     return [cmap(i / max(n - 1, 1)) for i in range(n)]
 
 
-def _finish(fig: Figure, path):
-    return save_figure(fig, path)
-
-
 def _as_flows(flows) -> list[IMPFlow]:
     if isinstance(flows, IMPFlow):
         return [flows]
@@ -93,7 +89,7 @@ def plot_flow_projection(flow, x_unit: str, y_unit: str, granularity: str = "blo
     ax.set_title(title or f"IMP flow projection ({granularity} granularity)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _finish(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", title: str | None = None,
@@ -130,7 +126,7 @@ def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", ti
     ax.set_title(title or f"IMP-flow eigenvalues ({table.granularity}, levels {lv[0]}–{lv[-1]})")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return _finish(fig, path)
+    return save_figure(fig, path)
 
 
 def _runs(points_or_flows, metric: str, labels):
@@ -189,7 +185,7 @@ def plot_error_vs_density(points_or_flows, fit=None, path=None, *, metric: str =
     ax.set_title(title or "Error versus density")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _finish(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_M_vs_level(flow: IMPFlow, granularity: str = "block", path=None, *, units: Sequence[str] | None = None,
@@ -216,4 +212,4 @@ def plot_M_vs_level(flow: IMPFlow, granularity: str = "block", path=None, *, uni
     ax.grid(alpha=0.3, which="both")
     ncol = 1 if M.shape[1] <= 12 else 2 if M.shape[1] <= 30 else 3
     ax.legend(fontsize=6 if M.shape[1] > 12 else 8, ncol=ncol, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _finish(fig, path)
+    return save_figure(fig, path)

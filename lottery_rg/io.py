@@ -18,7 +18,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "save_state", "load_state", "state_from_file",
+__all__ = ["atomic_path", "atomic_dir", "json_path", "write_json", "read_json", "save_state", "load_state", "state_from_file",
            "card_template"]
 
 
@@ -57,6 +57,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def json_path(path: str | os.PathLike, name: str) -> Path:
+    """``path`` itself when it is a file or ends in ``.json``, else the file ``name`` inside the folder ``path``."""
+    path = Path(path)
+    return path if path.suffix == ".json" or path.is_file() else path / name
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

@@ -27,7 +27,7 @@ level's own training is the first) and fills an :class:`InstabilityResult`.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -121,7 +121,6 @@ class InstabilityResult:
     metric: str = "eval_accuracy"
     bn_batches: int = 0
     label: str = ""
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -160,26 +159,23 @@ class InstabilityResult:
         if int(data.get("schema_version", 0)) != SCHEMA_VERSION:
             raise ValueError(f"not a lottery_rg stability record (schema_version {data.get('schema_version')!r})")
         keys = ("level", "density", "rewind_steps", "seeds", "alphas", "accuracy", "loss", "metric",
-                "bn_batches", "label", "extra")
+                "bn_batches", "label")
         return cls(**{k: data[k] for k in keys if k in data})
 
     def save(self, path: str | os.PathLike) -> Path:
-        from .io import write_json
+        """Write the record to ``path`` (a ``.json`` file, or a folder: ``stability.json`` / ``stability_bn.json``)."""
+        from .io import json_path, write_json
 
-        path = Path(path)
-        if path.suffix != ".json":
-            path = path / record_name(self.bn_batches)
+        path = json_path(path, record_name(self.bn_batches))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, self.to_dict())
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "InstabilityResult":
-        from .io import read_json
+        from .io import json_path, read_json
 
-        path = Path(path)
-        if path.is_dir():
-            path = path / STABILITY_FILE
+        path = json_path(path, STABILITY_FILE)
         if not path.is_file():
             raise FileNotFoundError(f"no stability record at {path}")
         return cls.from_dict(read_json(path))

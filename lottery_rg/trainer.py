@@ -222,6 +222,7 @@ class LotteryTrainer(Trainer):
         self.mask_callback = MaskCallback(self.model, self.mask)
         self.add_callback(self.mask_callback)
         self.add_callback(_RewindCapture(self))
+        self._output_root = Path(self.args.output_dir)  # levels point args.output_dir at their checkpoints
         self.current_level: int | None = None
         self._lr_offset = 0
         self.flow = None
@@ -259,11 +260,10 @@ class LotteryTrainer(Trainer):
     @property
     def run_dir(self) -> Path:
         """The run directory (``args.output_dir``; levels temporarily point the Trainer at checkpoints/)."""
-        return Path(getattr(self, "_output_root", None) or self.args.output_dir)
+        return self._output_root
 
     def run_imp(self) -> LotteryResult:
         """Run (or resume) every level; returns the per-level results."""
-        self._output_root = Path(self.args.output_dir)
         la = self.lottery_args
         total_steps = self.training_steps()
         if la.rewind_steps >= total_steps:
@@ -323,7 +323,6 @@ class LotteryTrainer(Trainer):
         from .stability import InstabilityResult, interpolate_state, plot_instability, recalibrate_batchnorm, \
             record_name
 
-        self._output_root = Path(getattr(self, "_output_root", None) or self.args.output_dir)
         root = self.run_dir
         level = int(level)
         src = level_dir(root, level)
@@ -364,7 +363,7 @@ class LotteryTrainer(Trainer):
             self.model.load_state_dict(interpolate_state(state_a, state_b, alpha))
             if bn_batches:
                 recalibrate_batchnorm(self.model, self._calibration_batches(bn_batches), forward)
-            metrics = self.evaluate(metric_key_prefix="eval")
+            metrics = self.evaluate()
             accuracy.append(float(metrics["eval_accuracy"]))
             loss.append(float(metrics["eval_loss"]))
         self.model.load_state_dict(state_a)
@@ -405,7 +404,6 @@ class LotteryTrainer(Trainer):
         Trainer checkpoints go to ``work`` (default ``OUTPUT_DIR/checkpoints/retrain_XX``),
         so an interrupted call resumes. Returns the ``TrainOutput``.
         """
-        self._output_root = Path(getattr(self, "_output_root", None) or self.args.output_dir)
         src = level_dir(self.run_dir, int(level))
         if not (src / "mask.safetensors").is_file():
             raise ValueError(f"level {level} of {self.run_dir} is not complete: nothing to retrain")
@@ -506,8 +504,11 @@ class LotteryTrainer(Trainer):
         root = self.run_dir
         last = last_complete_checkpoint(work)
         self._drop_checkpoints_after(work, last)
-        if last is None:
-            resume = self._rewind(mask, work) if rewound else self._start_dense()
+        if last is None and rewound:
+            resume = self._rewind(mask, work)
+        elif last is None:
+            resume = None
+            self._start_dense()
         else:
             resume = str(last)
             logger.info("%s: resuming from %s", what, last)
@@ -554,7 +555,6 @@ class LotteryTrainer(Trainer):
             elif self.is_world_process_zero():
                 save_state(self.model, rewind, metadata={"step": 0})
             self.accelerator.wait_for_everyone()
-        return None
 
     def _rewind(self, mask: Mask, work: Path) -> str | None:
         """Put the model at θ_k ⊙ m; returns the step-k checkpoint to resume from (None for k = 0)."""
