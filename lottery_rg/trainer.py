@@ -329,6 +329,7 @@ class LotteryTrainer(Trainer):
         if not (src / "metrics.json").is_file():
             raise ValueError(f"level {level} of {root} is not complete: the stability analysis starts from a "
                              f"finished level (run IMP first)")
+        density = float(read_json(src / "metrics.json")["density"])
         if self.eval_dataset is None:
             raise ValueError("the stability analysis evaluates the path between the copies: give an eval_dataset")
         if int(num_points) < 3:
@@ -367,8 +368,7 @@ class LotteryTrainer(Trainer):
             accuracy.append(float(metrics["eval_accuracy"]))
             loss.append(float(metrics["eval_loss"]))
         self.model.load_state_dict(state_a)
-        rec = read_json(src / "metrics.json")
-        result = InstabilityResult(level=level, density=float(rec["density"]),
+        result = InstabilityResult(level=level, density=density,
                                    rewind_steps=self.lottery_args.rewind_steps, seeds=(self.args.seed, seed_b),
                                    alphas=alphas, accuracy=accuracy, loss=loss,
                                    bn_batches=bn_batches)
