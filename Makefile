@@ -11,7 +11,7 @@ NPROC := $(shell nproc 2>/dev/null || echo 1)
 HALF := $(shell n=$$(( $(NPROC) / 2 )); [ $$n -ge 1 ] && echo $$n || echo 1)
 ACCELERATE := $(VENV)/bin/accelerate launch --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: install demo demo-2proc demo-mlm demo-elastic test test-slow test-all bench clean
+.PHONY: install demo demo-2proc demo-mlm demo-elastic test test-slow test-all lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ demo-2proc: install
 	$(ACCELERATE) --multi_gpu --num_processes 2 --num_cpu_threads_per_process $(HALF) examples/run_imp.py \
 		examples/configs/resnet20_digits.json \
 		--output_dir runs/resnet20-digits-2proc
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 test: install
 	$(VENV)/bin/pytest -q -m "not slow"

@@ -122,7 +122,7 @@ def make_call(method: str, modules: dict, amount: float):
     import torch
 
     if method == "ours":
-        from lottery_rg.masks import next_mask
+        from lottery_rg.pruning.masks import next_mask
 
         weights = {n: m.weight for n, m in modules.items()}
         mask = {n: torch.ones(m.weight.shape, dtype=torch.bool) for n, m in modules.items()}  # level 0: dense

@@ -50,8 +50,8 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 import lottery_rg  # noqa: E402,F401  (registers resnet20_cifar in timm)
 from lottery_rg import LotteryArguments, LotteryTrainer  # noqa: E402
-from lottery_rg.families import prunable_parameters  # noqa: E402
-from lottery_rg.masks import MaskEnforcer, apply_mask, magnitude_prune, mask_density  # noqa: E402
+from lottery_rg.models.families import prunable_parameters  # noqa: E402
+from lottery_rg.pruning.masks import MaskEnforcer, apply_mask, magnitude_prune, mask_density  # noqa: E402
 
 VARIANTS = ("plain", "lottery", "torch_prune")
 
@@ -75,8 +75,8 @@ def make_data(kind: str, image_size: int, n: int, seed: int) -> TensorImages:
                             torch.randint(0, 10, (n,), generator=g))
     import numpy as np
 
-    from lottery_rg.cifar_resnet import CIFAR_MEAN, CIFAR_STD
-    from lottery_rg.image_data import embedded_digits
+    from lottery_rg.models.cifar_resnet import CIFAR_MEAN, CIFAR_STD
+    from lottery_rg.tasks.image import embedded_digits
 
     train = embedded_digits(image_size=image_size)["train"]
     x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in train["image"]])).permute(0, 3, 1, 2)

@@ -1,11 +1,7 @@
 #!/usr/bin/env python
 """Elastic Lottery Tickets: move tickets between depths and judge them against baselines.
 
-For every seed: find tickets by IMP on the source depth (or reuse a run), run IMP on each
-target as the reference, transform the source tickets of the chosen levels to every target
-(E-LTH's Elastic Ticket Transformation: stretch, squeeze, or the RG-guided policy), build
-the baselines at the transformed ticket's layerwise densities (random, reinit, one-shot
-magnitude, SNIP, GraSP), retrain every ticket, and compare::
+The experiment itself is :mod:`lottery_rg.branches.experiment`; this script parses its flags::
 
     python examples/run_elastic.py --source resnet20_cifar --targets resnet32_cifar \\
         --ticket_levels 3 6 9 --seeds 0 1 --levels 9 --output_dir runs/elastic-20-32 \\
@@ -14,285 +10,24 @@ magnitude, SNIP, GraSP), retrain every ticket, and compare::
 
     python examples/run_elastic.py examples/configs/elastic_20_32.json    # the same from a file
 
-Writes ``results.csv`` (one row per retrained ticket), ``summary.md`` (mean ± std over
-seeds per method and density, and the compute ratio of ETT versus IMP on each target) and
-``elastic_accuracy_vs_density.png``. Re-running skips finished work.
+Writes ``results.csv``, ``summary.md`` and ``elastic_accuracy_vs_density.png``; re-running skips finished work.
 """
 
-from __future__ import annotations
-
-import dataclasses
-import json
 import logging
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-from transformers import PrinterCallback, TrainingArguments
+from transformers import TrainingArguments
 
-from lottery_rg import LotteryArguments, LotteryTicket, LotteryTrainer
-from lottery_rg.arguments import DataArguments
-from lottery_rg.arguments import parse_args as parse_args_into
-from lottery_rg.baselines import baseline_ticket
-from lottery_rg.elastic import ElasticTicket
-from lottery_rg.image_data import accuracy_metrics
-from lottery_rg.io import read_json
-from lottery_rg.summary import density_axis
-from lottery_rg.tasks import load_image_splits, prepare_data_for_model
-
-logger = logging.getLogger("run_elastic")
-METHODS = ("ett", "random", "reinit", "magnitude", "snip", "grasp", "imp")
-
-
-@dataclass
-class ElasticArguments:
-    source: str = field(default="resnet20_cifar", metadata={"help": "Architecture IMP runs on (the source depth)."})
-    targets: list[str] = field(default_factory=lambda: ["resnet32_cifar"], metadata={
-        "help": "Depths the source tickets are transformed to."})
-    ticket_levels: list[int] = field(default_factory=lambda: [3, 6, 9], metadata={
-        "help": "Source IMP levels whose tickets are transformed (density (1-p)^level)."})
-    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "One full experiment per seed."})
-    strategy: str = field(default="interpolation", metadata={
-        "help": "Stretch order (interpolation, appending) or 'rg' for the RG-guided policy.",
-        "choices": ["interpolation", "appending", "rg"]})
-    squeeze_strategy: str = field(default="later", metadata={"help": "later, interleaved or earlier.",
-                                                             "choices": ["later", "interleaved", "earlier"]})
-    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={
-        "help": f"Which tickets to train: {', '.join(METHODS)}."})
-    snip_batches: int = field(default=4, metadata={"help": "Batches of data for SNIP and GraSP scores."})
-
-    def __post_init__(self):
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
-        if not self.targets:
-            raise ValueError("name at least one --targets architecture")
-
-
-def parse_args(argv=None):
-    return parse_args_into((ElasticArguments, DataArguments, LotteryArguments, TrainingArguments), argv)
-
-
-def with_args(args: TrainingArguments, **changes) -> TrainingArguments:
-    return dataclasses.replace(args, **changes)
-
-
-def imp_run(arch: str, out: Path, seed: int, data_args, lottery_args, training_args) -> Path:
-    """IMP on ``arch`` (skipped when complete): the source of tickets or the target's reference."""
-    from lottery_rg.tasks import prepare_image_task
-    from lottery_rg.arguments import ModelArguments
-
-    run = out / f"seed{seed}" / "imp" / arch
-    last = run / f"level_{lottery_args.levels:02d}" / "metrics.json"
-    if last.is_file():
-        return run
-    setup = prepare_image_task(ModelArguments(model_name_or_path=arch), data_args, seed=seed)
-    args = with_args(training_args, output_dir=str(run), seed=seed)
-    trainer = LotteryTrainer(args=args, lottery_args=lottery_args, **setup.trainer_kwargs())
-    trainer.remove_callback(PrinterCallback)  # one progress bar for the whole experiment
-    trainer.run_imp()
-    return run
-
-
-def retrain(ticket: LotteryTicket, out: Path, data_args, training_args, seed: int, dsd) -> dict:
-    """Train a ticket from its rewind weights with its mask enforced; evaluate."""
-    train, test, _ = prepare_data_for_model(ticket.model, data_args, dsd)
-    args = with_args(training_args, output_dir=str(out), seed=seed, save_strategy="no", push_to_hub=False)
-    trainer = LotteryTrainer(model=ticket.model, args=args, mask=ticket.mask, train_dataset=train, eval_dataset=test,
-                             compute_metrics=accuracy_metrics)
-    trainer.remove_callback(PrinterCallback)
-    t0 = time.time()
-    output = trainer.train()
-    metrics = trainer.evaluate()
-    return {"eval_accuracy": metrics["eval_accuracy"], "eval_loss": metrics["eval_loss"],
-            "train_runtime": output.metrics.get("train_runtime", time.time() - t0), "density": ticket.density}
-
-
-def level_metrics(run: Path, level: int) -> dict:
-    return read_json(run / f"level_{level:02d}" / "metrics.json")
-
-
-def imp_cost(run: Path, level: int) -> float:
-    """Seconds of training IMP spent to reach ``level`` (levels 0..level)."""
-    return sum(level_metrics(run, lv)["metrics"].get("train_runtime") or 0.0 for lv in range(level + 1))
-
-
-def snip_batches(dsd, model, data_args, seed, n, batch_size):
-    train, _, _ = prepare_data_for_model(model, data_args, dsd)
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train), generator=g).tolist()
-    batches = []
-    for b in range(n):
-        idx = order[b * batch_size:(b + 1) * batch_size]
-        if not idx:
-            break
-        rows = train[idx]
-        batches.append({"pixel_values": rows["pixel_values"], "labels": rows["labels"]})
-    return batches
+from lottery_rg import DataArguments, LotteryArguments
+from lottery_rg.branches.experiment import ElasticArguments, run_elastic_experiment
+from lottery_rg.training.arguments import parse_args
 
 
 def main(argv=None):
-    ea, data_args, lottery_args, training_args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=logging.INFO)
-    for name in ("transformers", "datasets", "accelerate"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    out = Path(training_args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    bad = [lv for lv in ea.ticket_levels if not 0 < lv <= lottery_args.levels]
-    if bad:
-        raise ValueError(f"--ticket_levels {bad} outside the IMP levels 1..{lottery_args.levels}")
-    quiet = with_args(training_args, disable_tqdm=True, logging_strategy="no", report_to="none")
-    results_path = out / "results.jsonl"
-    done = set()
-    if results_path.is_file():
-        done = {(r["seed"], r["target"], r["level"], r["method"]) for r in map(json.loads, results_path.open())}
-    dsd = load_image_splits(data_args)  # one split for every seed, depth and method
-
-    jobs = [(s, t, lv, m) for s in ea.seeds for t in ea.targets for lv in ea.ticket_levels for m in ea.methods]
-    bar = tqdm(total=len(jobs), desc="elastic tickets", initial=sum(j in done for j in jobs))
-    for seed in ea.seeds:
-        bar.set_postfix_str(f"seed {seed}: IMP on {ea.source}")
-        source_run = imp_run(ea.source, out, seed, data_args, lottery_args, quiet)
-        target_runs = {}
-        for target in ea.targets:
-            if "imp" in ea.methods or any(m in ea.methods for m in ("random", "magnitude", "snip", "grasp")):
-                bar.set_postfix_str(f"seed {seed}: IMP on {target}")
-                target_runs[target] = imp_run(target, out, seed, data_args, lottery_args, quiet)
-        for target in ea.targets:
-            for level in ea.ticket_levels:
-                todo = [m for m in ea.methods if (seed, target, level, m) not in done]
-                if not todo:
-                    continue
-                source_ticket = LotteryTicket.from_run(source_run, level=level)
-                et = ElasticTicket(source_ticket)
-                t0 = time.time()
-                ett = et.to(target, strategy=ea.strategy, squeeze_strategy=ea.squeeze_strategy)
-                transform_seconds = time.time() - t0
-                mapping = {str(k): v for k, v in et.last_result.mapping.items()}
-                target_run = target_runs.get(target)
-                dense = None
-                if target_run is not None:
-                    dense = LotteryTicket.from_run(target_run, level=0).model  # θ_k of the target, dense
-                for method in todo:
-                    bar.set_postfix_str(f"seed {seed} {target} level {level}: {method}")
-                    row = {"seed": seed, "source": ea.source, "target": target, "level": level, "method": method,
-                           "source_density": source_ticket.density, "mapping": mapping,
-                           "strategy": ea.strategy}
-                    if method == "imp":
-                        rec = level_metrics(target_run, level)
-                        row.update(density=rec["density"], eval_accuracy=rec["metrics"]["eval_accuracy"],
-                                   eval_loss=rec["metrics"]["eval_loss"], imp_seconds=imp_cost(target_run, level))
-                    else:
-                        if method == "ett":
-                            ticket = ett
-                        else:
-                            if dense is None:
-                                raise ValueError(f"baseline {method} needs the target's IMP run (add 'imp')")
-                            batches = snip_batches(dsd, dense, data_args, seed, ea.snip_batches,
-                                                   training_args.per_device_train_batch_size) \
-                                if method in ("snip", "grasp") else None
-                            ticket = baseline_ticket(method, ett, dense, batches=batches, seed=seed)
-                        run_dir = out / f"seed{seed}" / "retrain" / target / f"level{level}" / method
-                        row.update(retrain(ticket, run_dir, data_args, quiet, seed, dsd))
-                        if method == "ett":
-                            row["transform_seconds"] = transform_seconds
-                            row["source_imp_seconds"] = imp_cost(source_run, level)
-                    with results_path.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    bar.update(1)
-    bar.close()
-    write_report(out, ea)
-
-
-def summarize(df, out: Path, n_targets: int) -> str:
-    """Markdown tables (accuracy per method and density, compute ratio) and the accuracy-vs-density plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lines = ["## Elastic tickets: accuracy (%) after retraining, mean ± std over seeds", ""]
-    agg = df.groupby(["target", "level", "method"]).agg(
-        acc=("eval_accuracy", "mean"), sd=("eval_accuracy", "std"), density=("density", "mean"),
-        n=("seed", "nunique")).reset_index()
-    methods = [m for m in METHODS if m in set(df["method"])]
-    targets = list(dict.fromkeys(df["target"]))
-    for target in targets:
-        sub = agg[agg["target"] == target]
-        source = df[df["target"] == target]["source"].iloc[0]
-        lines += [f"### {source} → {target}", "",
-                  "| level | density (ETT) | " + " | ".join(methods) + " | ETT − best baseline |",
-                  "|---|---|" + "---|" * len(methods) + "---|"]
-        for level in sorted(set(sub["level"])):
-            row = sub[sub["level"] == level].set_index("method")
-            cells, baselines = [], []
-            for m in methods:
-                if m not in row.index:
-                    cells.append("")
-                    continue
-                r = row.loc[m]
-                sd = "" if r["n"] < 2 or r["sd"] != r["sd"] else f" ± {100 * r['sd']:.1f}"
-                cells.append(f"{100 * r['acc']:.1f}{sd}")
-                if m not in ("ett", "imp"):
-                    baselines.append(r["acc"])
-            dens = row.loc["ett", "density"] if "ett" in row.index else row["density"].iloc[0]
-            gap = f"{100 * (row.loc['ett', 'acc'] - max(baselines)):+.1f}" if "ett" in row.index and baselines else ""
-            lines.append(f"| {level} | {100 * dens:.1f}% | " + " | ".join(cells) + f" | {gap} |")
-        lines.append("")
-
-    ett = df[df["method"] == "ett"]
-    imp = df[df["method"] == "imp"]
-    if len(ett) and len(imp):
-        lines += ["### Compute: ETT versus IMP on the target (seconds of training, mean over seeds)", "",
-                  f"ETT = the source IMP run up to that level, shared by the {n_targets} target(s), + transform + "
-                  "one retraining; 'given a ticket' leaves out the source IMP run (it already exists).", "",
-                  "| target | level | IMP on target | ETT | IMP / ETT | ETT given a ticket | IMP / ETT given a ticket |",
-                  "|---|---|---|---|---|---|---|"]
-        for (target, level), g in ett.groupby(["target", "level"]):
-            i = imp[(imp["target"] == target) & (imp["level"] == level)]
-            if not len(i):
-                continue
-            given = (g["transform_seconds"] + g["train_runtime"]).mean()
-            ett_s = given + (g["source_imp_seconds"] / n_targets).mean()
-            imp_s = i["imp_seconds"].mean()
-            lines.append(f"| {target} | {level} | {imp_s:.0f} | {ett_s:.0f} | {imp_s / ett_s:.2f} | {given:.0f} | "
-                         f"{imp_s / given:.1f} |")
-        lines.append("")
-
-    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4.2), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        sub = agg[agg["target"] == target]
-        for k, m in enumerate(methods):
-            r = sub[sub["method"] == m].sort_values("density")
-            if len(r):
-                ax.errorbar(100 * r["density"], 100 * r["acc"], yerr=100 * r["sd"].fillna(0), marker="o",
-                            capsize=3, label=m.upper() if m in ("ett", "imp", "snip") else m, color=f"C{k}")
-        source = df[df["target"] == target]["source"].iloc[0]
-        density_axis(ax, 100 * sub["density"])
-        ax.set_xlabel("density of prunable weights (%)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{source} → {target}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "elastic_accuracy_vs_density.png", dpi=120)
-    plt.close(fig)
-    lines.append("![accuracy vs density](elastic_accuracy_vs_density.png)")
-    return "\n".join(lines)
-
-
-def write_report(out: Path, ea: ElasticArguments) -> None:
-    import pandas as pd
-
-    rows = [json.loads(line) for line in (out / "results.jsonl").open()]
-    df = pd.DataFrame(rows)
-    df.drop(columns=["mapping"]).to_csv(out / "results.csv", index=False)
-    text = summarize(df, out, n_targets=len(ea.targets))
-    (out / "summary.md").write_text(text + "\n")
-    print(text)
+    ea, data_args, lottery_args, training_args = parse_args(
+        (ElasticArguments, DataArguments, LotteryArguments, TrainingArguments), argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("lottery_rg").setLevel(logging.INFO)
+    return run_elastic_experiment(ea, data_args, lottery_args, training_args)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ import transformers
 from transformers import TrainingArguments
 
 from lottery_rg import LotteryArguments, LotteryTrainer
-from lottery_rg.arguments import DataArguments, ModelArguments
-from lottery_rg.arguments import parse_args as parse_args_into
 from lottery_rg.tasks import prepare_task
+from lottery_rg.training.arguments import DataArguments, ModelArguments
+from lottery_rg.training.arguments import parse_args as parse_args_into
 
 logger = logging.getLogger("run_imp")
 

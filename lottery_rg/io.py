@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["atomic_path", "atomic_dir", "json_path", "write_json", "read_json", "save_state", "load_state", "state_from_file",
-           "card_template"]
+__all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "json_path", "jsonable", "write_json", "read_json",
+           "save_state", "load_state", "state_from_file"]
 
 
 @contextlib.contextmanager
@@ -65,23 +66,41 @@ def json_path(path: str | os.PathLike, name: str) -> Path:
     return path if path.suffix == ".json" or path.is_file() else path / name
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = False) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename (optionally flushed to disk first)."""
+    path = Path(path)
     with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_jsonable)
-            f.write("\n")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    return path
 
 
-def _jsonable(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> Path:
+    """Write ``obj`` (made :func:`jsonable`) as JSON, atomically."""
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=indent) + "\n")
+
+
+def jsonable(x):
+    """Plain JSON types, recursively: tensors and arrays to lists, numpy / torch scalars to Python numbers,
+    non-finite floats to None (JSON has no NaN), paths, sets and other objects to strings or lists."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set)):
+        return [jsonable(v) for v in x]
+    if x is None or isinstance(x, (str, bool)):
+        return x
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:  # torch / numpy 0-d and numpy scalars
+        return jsonable(x.item())
+    if hasattr(x, "tolist"):
+        return jsonable(x.tolist())
+    return str(x)
 
 
 def read_json(path: str | os.PathLike):
@@ -128,11 +147,3 @@ def state_from_file(path: str | os.PathLike, names: list[str] | None = None) -> 
         if missing:
             raise ValueError(f"{path} has no tensors named {missing[:5]}")
         return {k: f.get_tensor(k) for k in keys}
-
-
-def card_template(name: str) -> str:
-    """Path of a model-card template shipped in ``model_cards/``."""
-    path = Path(__file__).resolve().parent / "model_cards" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"model card template {name} is missing from {path.parent}")
-    return str(path)

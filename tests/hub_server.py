@@ -2,7 +2,8 @@
 
 Why this exists: the project's tests must push model folders through the *unmodified* ``huggingface_hub``
 client and load them back with ``transformers`` / ``timm``, but no real Hub is reachable from the test machines and
-no installable server implements the upload side (see /work/shared/HUB_TESTING.md). This module speaks just enough
+no installable server implements the upload side (olah, used by test_hub_olah.py, serves downloads only). This
+module speaks just enough
 of the Hub's HTTP API for that round trip, written from the routes, payloads and headers the installed client uses
 (``hf_api.py``, ``_commit_api.py``, ``lfs.py``, ``file_download.py``, ``utils/_http.py``).
 
@@ -190,7 +191,7 @@ class Handler(BaseHTTPRequestHandler):
         self.body = self._read_body()  # always consume the body so keep-alive connections stay in sync
         url = urlsplit(self.path)
         self.query = parse_qs(url.query)
-        self.base = f"http://{self.headers.get('Host', '%s:%d' % self.server.server_address[:2])}"
+        self.base = f"http://{self.headers.get('Host', '{}:{}'.format(*self.server.server_address[:2]))}"
         status = 500
         try:
             status, body, headers = self._route(method, [s for s in url.path.split("/") if s])
@@ -232,7 +233,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             return json.loads(self.body or b"{}")
         except ValueError:
-            raise HubError(400, "Body is not valid JSON")
+            raise HubError(400, "Body is not valid JSON") from None
 
     # -- auth and lookups -----------------------------------------------------------------------------------------
     def _user(self, required: bool = False) -> str | None:
@@ -663,7 +664,7 @@ class HubServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         self._httpd = ThreadingHTTPServer((self._host, self._port), Handler)
         self._httpd.daemon_threads = True
         self._httpd.hub = self

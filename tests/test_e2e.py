@@ -10,7 +10,6 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from utils import PYTHON, ROOT, subprocess_env
 
 SCRIPT = str(ROOT / "examples" / "run_imp.py")

@@ -5,19 +5,23 @@ import timm
 import torch
 
 from lottery_rg import IMPFlow, LotteryTicket, prunable_parameters
-from lottery_rg.baselines import baseline_mask, layerwise_counts, reinit_model
-from lottery_rg.elastic import (
-    ElasticTicket, inverse_mapping, rg_mapping, squeeze_mapping, stretch_mapping,
+from lottery_rg.branches.baselines import baseline_mask, layerwise_counts, reinit_model
+from lottery_rg.branches.elastic import (
+    ElasticTicket,
+    inverse_mapping,
+    rg_mapping,
+    squeeze_mapping,
+    stretch_mapping,
 )
-from lottery_rg.families import family_of
-from lottery_rg.masks import mask_density, next_mask
+from lottery_rg.models.families import family_of
+from lottery_rg.pruning.masks import mask_density, next_mask
 
 
 def make_ticket(arch="resnet20_cifar", levels=3, seed=0, with_flow=False):
     torch.manual_seed(seed)
     model = timm.create_model(arch)
     with torch.no_grad():  # give BatchNorm buffers distinct values so that travelling buffers are visible
-        for name, buf in model.named_buffers():
+        for _, buf in model.named_buffers():
             if buf.dtype.is_floating_point:
                 buf.copy_(torch.rand_like(buf) + 0.5)
     names = prunable_parameters(model)

@@ -3,8 +3,8 @@ import timm
 import torch
 
 import lottery_rg  # noqa: F401  (registers the CIFAR ResNets)
-from lottery_rg.cifar_resnet import CIFAR_RESNET_DEPTHS
-from lottery_rg.families import family_of, get_family, prunable_parameters
+from lottery_rg.models.cifar_resnet import CIFAR_RESNET_DEPTHS
+from lottery_rg.models.families import family_of, get_family, prunable_parameters
 
 
 @pytest.mark.parametrize("depth", sorted(CIFAR_RESNET_DEPTHS))

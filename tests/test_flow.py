@@ -11,11 +11,18 @@ import pytest
 import torch
 
 import lottery_rg  # noqa: F401  (registers the CIFAR ResNets in timm)
-from lottery_rg.families import Unit, family_of, prunable_parameters
+from lottery_rg.cli import flow_main as main
 from lottery_rg.flow import (
-    FLOW_FILE, SCHEMA_VERSION, ClassRule, EigenvalueTable, FlowComparison, IMPFlow, classify, main,
+    FLOW_FILE,
+    SCHEMA_VERSION,
+    ClassRule,
+    EigenvalueTable,
+    FlowComparison,
+    IMPFlow,
+    classify,
 )
-from lottery_rg.masks import full_mask, next_mask, save_mask
+from lottery_rg.models.families import Unit, family_of, prunable_parameters
+from lottery_rg.pruning.masks import full_mask, next_mask, save_mask
 
 # --------------------------------------------------------------------------- synthetic flows
 #
@@ -410,8 +417,8 @@ def _is_png(path) -> bool:
 
 
 def test_plots_write_png(tmp_path, synthetic):
-    from lottery_rg import flow_plots
-    from lottery_rg.scaling import fit_critical_exponent, points_from_flows
+    from lottery_rg.flow import plots as flow_plots
+    from lottery_rg.flow.scaling import fit_critical_exponent, points_from_flows
 
     other = exact_flow({**BLOCKS, "layer1.1": (1, 1, 22, 10)}, levels=8,
                        metrics={n: {"eval_accuracy": 0.91 - 0.012 * n} for n in range(8)})
@@ -473,9 +480,9 @@ def test_cli_missing_run_is_a_clear_error(tmp_path, capsys):
 
 def test_untrained_control_prunes_the_rewind_weights_with_the_same_schedule(tmp_path):
     from safetensors.torch import load_file
-
-    from lottery_rg.masks import next_mask
     from utils import make_trainer
+
+    from lottery_rg.pruning.masks import next_mask
 
     make_trainer(tmp_path, {"levels": 2}).run_imp()
     control = IMPFlow.untrained_control(tmp_path)
@@ -487,5 +494,5 @@ def test_untrained_control_prunes_the_rewind_weights_with_the_same_schedule(tmp_
         assert control.levels[level]["surviving"] == {n: int(m.sum()) for n, m in mask.items()}
         mask = next_mask({n: rewind[n] for n in mask}, mask, 0.2)
     assert control.densities().tolist() == pytest.approx(trained.densities().tolist(), abs=1e-5)
-    from lottery_rg.flow import main
+    from lottery_rg.cli import flow_main as main
     assert main([str(tmp_path), "--control"]) == 0

@@ -36,9 +36,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from utils import make_trainer, subprocess_env
 
 from lottery_rg import IMPFlow, LotteryTicket
-from utils import make_trainer, subprocess_env
 
 ORG, NAME = "lottery-org", "resnet14-ticket"
 REPO_ID = f"{ORG}/{NAME}"

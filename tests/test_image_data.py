@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lottery_rg.arguments import DataArguments, ModelArguments
-from lottery_rg.image_data import embedded_digits, load_image_datasets
 from lottery_rg.tasks import prepare_image_task
+from lottery_rg.tasks.image import embedded_digits, load_image_datasets
+from lottery_rg.training.arguments import DataArguments, ModelArguments
 
 
 def test_embedded_digits_in_the_hub_schema():

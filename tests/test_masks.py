@@ -2,11 +2,18 @@ import math
 
 import pytest
 import torch
-
-from lottery_rg.masks import (
-    MaskEnforcer, load_mask, magnitude_prune, mask_density, next_mask, removal_counts, save_mask, surviving,
-)
 from utils import reference_global_prune
+
+from lottery_rg.pruning.masks import (
+    MaskEnforcer,
+    load_mask,
+    magnitude_prune,
+    mask_density,
+    next_mask,
+    removal_counts,
+    save_mask,
+    surviving,
+)
 
 
 def random_weights(seed=0):

@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from utils import reference_global_prune, training_args
 
 from lottery_rg import LotteryArguments, LotteryTicket, LotteryTrainer
-from lottery_rg.arguments import DataArguments, ModelArguments
-from lottery_rg.families import prunable_parameters
-from lottery_rg.masks import load_mask
-from lottery_rg.mlm import prepare_mlm_task
-from lottery_rg.trainer import level_dir
-from utils import reference_global_prune, training_args
+from lottery_rg.models.families import prunable_parameters
+from lottery_rg.pruning.masks import load_mask
+from lottery_rg.run import RunDir
+from lottery_rg.tasks.mlm import prepare_mlm_task
+from lottery_rg.training.arguments import DataArguments, ModelArguments
 
 TINY = dict(model_name_or_path="embedded-bert", bert_layers=2, bert_hidden_size=64)
 DATA = dict(max_seq_length=64, max_train_samples=96, max_eval_samples=32)
@@ -48,7 +48,7 @@ def test_masks_are_global_magnitude_pruning_and_the_rest_is_untouched(bert_run):
     out, trainer = bert_run
     densities = []
     for level in range(3):
-        d = level_dir(out, level)
+        d = RunDir(out).level(level)
         mask = load_mask(d / "mask.safetensors")
         rec = json.loads((d / "metrics.json").read_text())
         densities.append(rec["density"])
@@ -62,7 +62,7 @@ def test_masks_are_global_magnitude_pruning_and_the_rest_is_untouched(bert_run):
             elif "LayerNorm.weight" in n or "embeddings.word_embeddings" in n:
                 assert torch.count_nonzero(v) == v.numel(), f"{n} must not be pruned"
         if level:
-            prev = level_dir(out, level - 1)
+            prev = RunDir(out).level(level - 1)
             expected = reference_global_prune(load_file(prev / "model.safetensors"),
                                               load_mask(prev / "mask.safetensors"), 0.2)
             assert all(torch.equal(mask[n], expected[n]) for n in mask)
@@ -86,8 +86,9 @@ def test_bert_ticket_round_trip_and_transformers_interop(bert_run, tmp_path):
 
 
 def test_local_checkpoint_and_text_files_by_path(tmp_path):
-    from lottery_rg.text_data import embedded_tokenizer, small_bert_config
     from transformers import BertForMaskedLM
+
+    from lottery_rg.tasks.text import embedded_tokenizer, small_bert_config
 
     tok = embedded_tokenizer()
     model = BertForMaskedLM(small_bert_config(tok, num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
@@ -103,14 +104,14 @@ def test_local_checkpoint_and_text_files_by_path(tmp_path):
     trainer.run_imp()
     cfg = json.loads((tmp_path / "run" / "lottery_config.json").read_text())
     assert cfg["lottery"]["schedule"] == "linear" and cfg["model"]["family"] == "bert"
-    rec = json.loads((level_dir(tmp_path / "run", 1) / "metrics.json").read_text())
+    rec = json.loads((RunDir(tmp_path / "run").level(1) / "metrics.json").read_text())
     assert rec["density"] == pytest.approx(0.9, abs=1e-4)
 
 
 def test_mlm_bad_input_is_refused_before_training(tmp_path):
     from transformers import BertConfig, BertForMaskedLM
 
-    from lottery_rg.text_data import embedded_tokenizer
+    from lottery_rg.tasks.text import embedded_tokenizer
 
     tok = embedded_tokenizer()
     small = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -143,6 +144,6 @@ def test_prunable_set_includes_the_pooler_when_present():
 
 def test_a_finished_bert_run_is_recognised_on_rerun(bert_run):
     out, _ = bert_run
-    before = (level_dir(out, 2) / "mask.safetensors").read_bytes()
+    before = (RunDir(out).level(2) / "mask.safetensors").read_bytes()
     mlm_trainer(out, {"levels": 2}).run_imp()  # same settings: nothing to redo, no "different settings" error
-    assert (level_dir(out, 2) / "mask.safetensors").read_bytes() == before
+    assert (RunDir(out).level(2) / "mask.safetensors").read_bytes() == before

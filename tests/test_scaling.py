@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lottery_rg.families import Unit
 from lottery_rg.flow import IMPFlow
-from lottery_rg.scaling import PARAMETERS, ScalingFit, eq14, fit_critical_exponent, points_from_flows
+from lottery_rg.flow.scaling import PARAMETERS, ScalingFit, eq14, fit_critical_exponent, points_from_flows
+from lottery_rg.models.families import Unit
 
 TRUE = dict(eps_np=5.0, eps_dagger=90.0, p=2.0, gamma=-0.5)
 D = 100 * 0.8 ** np.arange(21)

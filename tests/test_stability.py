@@ -5,13 +5,17 @@ import json
 import pytest
 import torch
 from torch import nn
-
-from lottery_rg.io import state_from_file
-from lottery_rg.stability import (
-    InstabilityResult, interpolate_state, load_results, recalibrate_batchnorm, stability_table,
-)
-from lottery_rg.trainer import level_dir
 from utils import make_trainer
+
+from lottery_rg.branches.stability import (
+    InstabilityResult,
+    interpolate_state,
+    load_results,
+    recalibrate_batchnorm,
+    stability_table,
+)
+from lottery_rg.io import state_from_file
+from lottery_rg.run import RunDir
 
 
 def test_interpolation_is_exact_at_the_ends_and_linear_between():
@@ -64,7 +68,7 @@ def test_second_copy_with_the_same_noise_reproduces_the_level_bit_for_bit(tmp_pa
     trained with the level's own seed it must land on the level's weights exactly."""
     trainer = make_trainer(tmp_path, {"levels": 1, "rewind_steps": k, "prune_fraction": 0.5})
     trainer.run_imp()
-    level = state_from_file(level_dir(tmp_path, 1) / "model.safetensors")
+    level = state_from_file(RunDir(tmp_path).level(1) / "model.safetensors")
     trainer.retrain_level(1, seed=trainer.args.seed)
     again = trainer.model.state_dict()
     assert all(torch.equal(again[n], v) for n, v in level.items())
@@ -81,13 +85,13 @@ def test_linear_mode_connectivity_on_a_real_run(tmp_path):
     assert r.level == 1 and r.seeds == (0, 1) and r.alphas == [0, 0.25, 0.5, 0.75, 1]
     out = tmp_path / "stability" / "level_01"
     # α = 0 is the level's own network: the same accuracy and loss as recorded for the level
-    recorded = json.loads((level_dir(tmp_path, 1) / "metrics.json").read_text())["metrics"]
+    recorded = json.loads((RunDir(tmp_path).level(1) / "metrics.json").read_text())["metrics"]
     assert r.accuracy[0] == recorded["eval_accuracy"] and r.loss[0] == pytest.approx(recorded["eval_loss"], abs=1e-6)
     # copy b: other SGD noise, same mask, pruned weights exactly zero
-    from lottery_rg.masks import load_mask
+    from lottery_rg.pruning.masks import load_mask
 
-    mask = load_mask(level_dir(tmp_path, 1) / "mask.safetensors")
-    a = state_from_file(level_dir(tmp_path, 1) / "model.safetensors")
+    mask = load_mask(RunDir(tmp_path).level(1) / "mask.safetensors")
+    a = state_from_file(RunDir(tmp_path).level(1) / "model.safetensors")
     b = state_from_file(out / "copy_b.safetensors")
     assert all(torch.count_nonzero(b[n][~m]) == 0 for n, m in mask.items())
     assert not all(torch.equal(a[n], b[n]) for n in mask), "copy b must see other SGD noise"
@@ -113,7 +117,7 @@ def test_linear_mode_connectivity_on_a_real_run(tmp_path):
     # the dense level 0 trained through step k = 2 with its optimizer state: it gets a rewound copy a of its own
     r0 = trainer.linear_mode_connectivity(0, num_points=3)
     a0 = state_from_file(tmp_path / "stability" / "level_00" / "copy_a.safetensors")
-    level0 = state_from_file(level_dir(tmp_path, 0) / "model.safetensors")
+    level0 = state_from_file(RunDir(tmp_path).level(0) / "model.safetensors")
     assert r0.seeds == (0, 1) and not all(torch.equal(a0[n], level0[n]) for n in mask)
     # recalibrated BatchNorm statistics: a record of its own next to the plain one, same copy b
     rb = trainer.linear_mode_connectivity(1, num_points=3, recalibrate_bn=2)
@@ -144,14 +148,15 @@ def test_stability_bad_input_fails_before_training(tmp_path):
 
 
 def test_command_line_table_and_plot(tmp_path, capsys):
-    from lottery_rg.stability import main
+    from lottery_rg.cli import stability_main as main
 
     assert main([str(tmp_path)]) == 2 and "holds no stability analysis" in capsys.readouterr().err
     for level, k, bn in ((0, 0, 0), (0, 20, 0), (0, 20, 8), (10, 20, 0)):
         InstabilityResult(level=level, density=0.8 ** level, rewind_steps=k, seeds=(0, 1), alphas=[0, 0.5, 1],
                           accuracy=[0.99, 0.5 if k == 0 else 0.97, 0.99], loss=[0.1, 1.0, 0.1],
                           bn_batches=bn).save(tmp_path / f"run{k}" / "stability" / f"level_{level:02d}")
-    assert main([str(tmp_path / "run0"), str(tmp_path / "run20"), "--levels", "0", "--plot", str(tmp_path / "s.png")]) == 0
+    argv = [str(tmp_path / "run0"), str(tmp_path / "run20"), "--levels", "0", "--plot", str(tmp_path / "s.png")]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("\n| 0 |") == 3 and "| 10 |" not in out and "recalibrated (8 batches)" in out
     assert "| 49.00 |" in out  # k = 0: 50 % error in the middle, 1 % at the ends

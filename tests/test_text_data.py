@@ -1,4 +1,4 @@
-"""Tests for lottery_rg.text_data: embedded corpus, tokenizer + cache, data loading, MLM blocks, metrics."""
+"""Tests for lottery_rg.tasks.text: embedded corpus, tokenizer + cache, data loading, MLM blocks, metrics."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")
 
-from lottery_rg import text_data as td  # noqa: E402
+from lottery_rg.tasks import text as td  # noqa: E402
 
 
 @pytest.fixture(scope="module")

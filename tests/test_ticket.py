@@ -8,10 +8,10 @@ import timm
 import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
+from utils import make_trainer
 
 from lottery_rg import LotteryTicket
-from lottery_rg.masks import load_mask
-from utils import make_trainer
+from lottery_rg.pruning.masks import load_mask
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +161,9 @@ def test_push_requires_a_token(ticket, hub):
 
 
 def test_a_ticket_retrains_with_lottery_trainer_and_its_mask_enforced(run_dir, tmp_path):
-    from lottery_rg import LotteryTrainer
     from utils import image_setup, training_args
+
+    from lottery_rg import LotteryTrainer
 
     fresh = LotteryTicket.from_run(run_dir, level=2)
     setup = image_setup("resnet14_cifar")

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
+from utils import make_trainer, reference_global_prune
 
 from lottery_rg import LotteryArguments
-from lottery_rg.masks import load_mask, surviving
-from lottery_rg.trainer import level_dir
-from utils import make_trainer, reference_global_prune
+from lottery_rg.pruning.masks import load_mask, surviving
+from lottery_rg.run import RunDir
 
 
 class ZeroCheck(TrainerCallback):
@@ -92,7 +92,7 @@ def test_levels_on_disk_densities_and_masks(tmp_path):
     assert (tmp_path / "rewind.safetensors").is_file()
     densities = []
     for level in range(4):
-        d = level_dir(tmp_path, level)
+        d = RunDir(tmp_path).level(level)
         assert {p.name for p in d.iterdir()} >= {"mask.safetensors", "model.safetensors", "metrics.json"}
         metrics = json.loads((d / "metrics.json").read_text())
         mask = load_mask(d / "mask.safetensors", trainer.model)
@@ -100,7 +100,7 @@ def test_levels_on_disk_densities_and_masks(tmp_path):
         assert "eval_accuracy" in metrics["metrics"] and "eval_loss" in metrics["metrics"]
         densities.append(metrics["density"])
         if level:
-            prev = level_dir(tmp_path, level - 1)
+            prev = RunDir(tmp_path).level(level - 1)
             weights = load_file(prev / "model.safetensors")
             expected = reference_global_prune(weights, load_mask(prev / "mask.safetensors"), 0.2)
             assert all(torch.equal(mask[n], expected[n]) for n in mask), f"level {level} mask is not IMP's"
@@ -116,18 +116,18 @@ def test_levels_on_disk_densities_and_masks(tmp_path):
 def test_non_prunable_tensors_are_never_masked(tmp_path):
     trainer = make_trainer(tmp_path, {"levels": 1, "prune_fraction": 0.5})
     trainer.run_imp()
-    mask = load_mask(level_dir(tmp_path, 1) / "mask.safetensors")
+    mask = load_mask(RunDir(tmp_path).level(1) / "mask.safetensors")
     assert all(n.endswith("weight") and ("conv" in n or "fc" in n or "downsample.0" in n) for n in mask)
-    trained = load_file(level_dir(tmp_path, 1) / "model.safetensors")
+    trained = load_file(RunDir(tmp_path).level(1) / "model.safetensors")
     assert all(torch.count_nonzero(trained[n]) == trained[n].numel() for n in trained if "bn" in n and "weight" in n)
 
 
 def test_completed_run_is_skipped_and_different_settings_refused(tmp_path):
     make_trainer(tmp_path, {"levels": 1}).run_imp()
-    before = (level_dir(tmp_path, 1) / "mask.safetensors").read_bytes()
+    before = (RunDir(tmp_path).level(1) / "mask.safetensors").read_bytes()
     again = make_trainer(tmp_path, {"levels": 1})
     again.run_imp()  # nothing to do: both levels are complete
-    assert (level_dir(tmp_path, 1) / "mask.safetensors").read_bytes() == before
+    assert (RunDir(tmp_path).level(1) / "mask.safetensors").read_bytes() == before
     with pytest.raises(ValueError, match="different lottery settings.*prune_fraction"):
         make_trainer(tmp_path, {"levels": 1, "prune_fraction": 0.3}).run_imp()
     with pytest.raises(ValueError, match="different model settings"):
@@ -170,7 +170,7 @@ def test_include_exclude_patterns_choose_the_prunable_set(tmp_path):
 
 
 def test_resume_skips_checkpoints_a_kill_left_half_written(tmp_path):
-    from lottery_rg.trainer import last_complete_checkpoint
+    from lottery_rg.training.trainer import last_complete_checkpoint
 
     assert last_complete_checkpoint(tmp_path / "missing") is None
     for step, files in [(2, {"model.safetensors": b"w", "trainer_state.json": b"{}"}),

@@ -11,15 +11,15 @@ import torch
 from transformers import TrainingArguments
 
 from lottery_rg import LotteryArguments, LotteryTrainer
-from lottery_rg.arguments import DataArguments, ModelArguments
+from lottery_rg.training.arguments import DataArguments, ModelArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits(image_size: int = 16):
-    from lottery_rg.image_data import embedded_digits
+    from lottery_rg.tasks.image import embedded_digits
 
     return embedded_digits(image_size=image_size)
 

@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -151,7 +151,8 @@ class ScalingFit:
         for k in PARAMETERS:
             lo, hi = self.bounds[k]
             note = " (at bound)" if k in self.at_bounds else ""
-            lines.append(f"| {names[k]} | {self.params[k]:.4g}{note} | {_fmt_err(self.stderr[k])} | [{lo:.4g}, {hi:.4g}] |")
+            lines.append(f"| {names[k]} | {self.params[k]:.4g}{note} | {_fmt_err(self.stderr[k])} "
+                         f"| [{lo:.4g}, {hi:.4g}] |")
         lines.append("")
         lines.append(f"{self.n_points} points, dense error {self.dense_error:.4g} %, RMSE {self.rmse:.3g} "
                      f"percentage points, γ = {self.gamma:.4f} ± {_fmt_err(self.gamma_stderr)}")
@@ -337,9 +338,7 @@ def points_from_flows(
     skipped. Returns two concatenated arrays, or with ``per_run=True`` one
     ``(density, error)`` pair per flow.
     """
-    from .flow import IMPFlow
-
-    if isinstance(flows, IMPFlow):
+    if hasattr(flows, "densities"):  # one IMPFlow
         flows = [flows]
     runs = []
     for i, flow in enumerate(flows):

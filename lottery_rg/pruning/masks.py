@@ -218,7 +218,7 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike, metadat
     """Write a mask as bool tensors in safetensors, atomically (temp file, then rename)."""
     from safetensors.torch import save_file
 
-    from .io import atomic_path
+    from ..io import atomic_path
 
     check_mask(mask)
     with atomic_path(path) as tmp:

@@ -13,15 +13,16 @@ seed 001 Fig. 3; pass ``invert_x=False`` for an increasing axis.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from .flow import CLASSES, UNDETERMINED, EigenvalueTable, IMPFlow
-from .summary import density_axis, save_figure
+from ..plotting import density_axis, plot_metric_vs_density, save_figure
+from .eigen import CLASSES, UNDETERMINED, EigenvalueTable
 
-__all__ = ["CLASS_COLORS", "plot_flow_projection", "plot_eigenvalues", "plot_error_vs_density", "plot_M_vs_level"]
+__all__ = ["CLASS_COLORS", "plot_flow_projection", "plot_eigenvalues", "plot_error_vs_density", "plot_M_vs_level",
+           "write_plots", "flow_granularities"]
 
 CLASS_COLORS = {"relevant": "tab:red", "marginal": "tab:cyan", "irrelevant": "tab:green", UNDETERMINED: "tab:gray"}
 _MARKERS = ("^", "o", "*", "s", "D", "v", "P", "X")
@@ -40,11 +41,16 @@ def _colors(n: int) -> list:
     return [cmap(i / max(n - 1, 1)) for i in range(n)]
 
 
-def _as_flows(flows) -> list[IMPFlow]:
-    if isinstance(flows, IMPFlow):
+def _is_flow(x) -> bool:
+    # duck-typed: this module sits below flow.core, which imports it to write a flow's figures
+    return hasattr(x, "eigenvalues") and hasattr(x, "densities")
+
+
+def _as_flows(flows) -> list:
+    if _is_flow(flows):
         return [flows]
     flows = list(flows)
-    if not flows or not all(isinstance(f, IMPFlow) for f in flows):
+    if not flows or not all(_is_flow(f) for f in flows):
         raise TypeError("expected an IMPFlow or a list of IMPFlow objects")
     return flows
 
@@ -100,7 +106,7 @@ def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", ti
     with ``granularity`` and ``eigen_kwargs``: window, start, rule, ddof) or an
     :class:`~lottery_rg.flow.EigenvalueTable`.
     """
-    if isinstance(flow_or_table, IMPFlow):
+    if _is_flow(flow_or_table):
         table = flow_or_table.eigenvalues(granularity, **eigen_kwargs)
     elif isinstance(flow_or_table, EigenvalueTable):
         table = flow_or_table
@@ -134,9 +140,9 @@ def _runs(points_or_flows, metric: str, labels):
     from .scaling import points_from_flows
 
     obj = points_or_flows
-    if isinstance(obj, IMPFlow):
+    if _is_flow(obj):
         obj = [obj]
-    if isinstance(obj, (list, tuple)) and obj and all(isinstance(f, IMPFlow) for f in obj):
+    if isinstance(obj, (list, tuple)) and obj and all(_is_flow(f) for f in obj):
         runs = points_from_flows(obj, metric, per_run=True)
         names = [f.label for f in obj]
     elif isinstance(obj, (list, tuple)) and len(obj) == 2 and all(np.ndim(v) == 1 for v in obj) \
@@ -188,7 +194,7 @@ def plot_error_vs_density(points_or_flows, fit=None, path=None, *, metric: str =
     return save_figure(fig, path)
 
 
-def plot_M_vs_level(flow: IMPFlow, granularity: str = "block", path=None, *, units: Sequence[str] | None = None,
+def plot_M_vs_level(flow, granularity: str = "block", path=None, *, units: Sequence[str] | None = None,
                     title: str | None = None):
     """M_i(n) against level n on a log y axis: eigenfunctions are straight lines (slope log λ_i)."""
     M = flow.M(granularity)
@@ -213,3 +219,25 @@ def plot_M_vs_level(flow: IMPFlow, granularity: str = "block", path=None, *, uni
     ncol = 1 if M.shape[1] <= 12 else 2 if M.shape[1] <= 30 else 3
     ax.legend(fontsize=6 if M.shape[1] > 12 else 8, ncol=ncol, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return save_figure(fig, path)
+
+
+def flow_granularities(flow) -> tuple[str, ...]:
+    """Stages and blocks for multi-stage networks; blocks and matrices for single-stage ones (BERT)."""
+    stages = {u.stage for u in flow.get_units("stage") if u.kind == "stage"}
+    return ("stage", "block") if len(stages) > 1 else ("block", "tensor")
+
+
+def write_plots(out, rows: list[dict], flow=None, granularities: tuple[str, ...] = ("block",)) -> list[str]:
+    """The PNGs a run, a ticket or a flow carries: accuracy vs density, M_i(n) and eigenvalues per granularity."""
+    from pathlib import Path
+
+    out, written = Path(out), []
+    if any("eval_accuracy" in r for r in rows):
+        plot_metric_vs_density(rows, out / "accuracy_vs_density.png")
+        written.append("accuracy_vs_density.png")
+    if flow is not None and len(flow.levels) >= 3:
+        for g in granularities:
+            plot_M_vs_level(flow, g, out / f"flow_M_{g}.png")
+            plot_eigenvalues(flow.eigenvalues(g), out / f"eigenvalues_{g}.png")
+            written += [f"flow_M_{g}.png", f"eigenvalues_{g}.png"]
+    return written

@@ -13,14 +13,15 @@ survive or in the weights themselves:
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .families import family_of
-from .masks import Mask, surviving
+from ..hub.ticket import LotteryTicket
+from ..models.families import family_of
+from ..pruning.masks import Mask, surviving
 
 __all__ = ["layerwise_counts", "keep_top", "random_mask", "reinit_model", "magnitude_mask", "snip_mask", "grasp_mask",
            "default_loss", "BASELINES", "baseline_mask", "baseline_ticket"]
@@ -174,8 +175,6 @@ def baseline_ticket(kind: str, reference, weights: nn.Module, *, batches=None, s
     weights θ_k); ``reinit`` starts from fresh weights instead and keeps ``reference``'s mask.
     """
     import copy
-
-    from .ticket import LotteryTicket
 
     model = reinit_model(weights, seed=seed + 1000) if kind == "reinit" else copy.deepcopy(weights)
     mask = baseline_mask(kind, model, reference.mask, batches=batches, seed=seed, loss_fn=loss_fn)

@@ -14,19 +14,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin
-from huggingface_hub.repocard_data import EvalResult
+from huggingface_hub import ModelCard, ModelHubMixin
 from torch import nn
 
-from .families import family_of, get_family
-from .io import card_template, load_state, read_json, state_from_file
-from .masks import Mask, MaskEnforcer, check_mask, load_mask, mask_density, save_mask, surviving
-from .summary import write_plots
-from .version import __version__
+from ..branches.stability import InstabilityResult, record_name
+from ..flow.core import IMPFlow
+from ..flow.plots import write_plots
+from ..io import load_state, read_json, state_from_file
+from ..models.families import family_of, get_family
+from ..pruning.callbacks import MaskCallback
+from ..pruning.masks import Mask, MaskEnforcer, check_mask, load_mask, mask_density, save_mask, surviving
+from ..pruning.settings import LotterySettings
+from ..run import LotteryResult, RunDir
+from ..version import __version__
+from .cards import TICKET_TAGS, ticket_card
 
 __all__ = ["LotteryTicket", "TICKET_TAGS"]
-
-TICKET_TAGS = ["lottery-ticket", "pruning", "sparsity", "imp-flow", "lottery_rg"]
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 _ALLOWED = ["*.json", "*.safetensors", "*.md", "*.png", "*.csv", "*.txt"]
 
@@ -68,10 +71,13 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
     def architecture(self) -> dict:
         return {"family": self.family.name, **self.family.architecture(self.model)}
 
+    @property
+    def settings(self) -> LotterySettings:
+        """The lottery settings of the run this ticket comes from."""
+        return LotterySettings.from_dict(self.lottery)
+
     def mask_callback(self):
         """A ``TrainerCallback`` that keeps this ticket's pruned weights at zero in any ``Trainer``."""
-        from .trainer import MaskCallback
-
         return MaskCallback(self.model, self.mask)
 
     def __repr__(self) -> str:
@@ -81,39 +87,28 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
     # ------------------------------------------------------------------ from a run directory
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, level: int | None = None, *, max_drop: float = 0.01,
-                 metric: str = "eval_accuracy", include_trained: bool = False) -> "LotteryTicket":
+                 metric: str = "eval_accuracy", include_trained: bool = False) -> LotteryTicket:
         """The ticket of ``level`` of a LotteryTrainer run; by default the sparsest level whose ``metric``
         is within ``max_drop`` of the dense level's (the last level if no metric was recorded)."""
-        from .flow import IMPFlow
-
-        run = Path(run_dir)
-        cfg_path = run / "lottery_config.json"
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"{run} is not a lottery_rg run: no lottery_config.json")
-        cfg = read_json(cfg_path)
-        records = sorted((read_json(p) for p in run.glob("level_[0-9][0-9]/metrics.json")), key=lambda r: r["level"])
+        run = RunDir(run_dir)
+        cfg = run.read_config()
+        records = run.records()
         if not records:
-            raise ValueError(f"{run} has no completed level yet")
+            raise ValueError(f"{run.root} has no completed level yet")
         if level is None:
-            from .trainer import LotteryResult
-
-            best = LotteryResult(run, records).best_ticket(max_drop, metric)
+            best = LotteryResult(run.root, records).best_ticket(max_drop, metric)
             level = best["level"] if best else records[-1]["level"]
-        if not (run / f"level_{level:02d}" / "metrics.json").is_file():
-            raise ValueError(f"{run} has no completed level {level} (completed: {[r['level'] for r in records]})")
+        if not run.is_complete(level):
+            raise ValueError(f"{run.root} has no completed level {level} (completed: {[r['level'] for r in records]})")
         model = get_family(cfg["model"]["family"]).build(cfg["model"])
-        load_state(model, run / "rewind.safetensors")
-        mask = load_mask(run / f"level_{level:02d}" / "mask.safetensors", model)
-        trained = None
-        if include_trained:
-            trained = state_from_file(run / f"level_{level:02d}" / "model.safetensors")
-        flow = IMPFlow.from_run_dir(run) if (run / "flow.json").is_file() else None
+        load_state(model, run.rewind)
+        mask = load_mask(run.mask(level), model)
+        trained = state_from_file(run.model(level)) if include_trained else None
+        flow = IMPFlow.from_run_dir(run.root) if run.flow.is_file() else None
         info = dict(cfg.get("info") or {})
         info.setdefault("command", cfg.get("command"))
-        from .stability import InstabilityResult, record_name
-
         for key, bn in (("stability", 0), ("stability_bn", 1)):  # linear mode connectivity travels with the ticket
-            path = run / "stability" / f"level_{level:02d}" / record_name(bn)
+            path = run.stability(level) / record_name(bn)
             if path.is_file():
                 r = InstabilityResult.load(path)
                 info[key] = {"instability": r.instability, "loss_barrier": r.loss_barrier, "stable": r.stable(),
@@ -141,14 +136,8 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _write(self, out: Path) -> None:
-        library = self.architecture().get("library", "timm")
         MaskEnforcer(self.model, self.mask).apply()
-        if library == "timm":
-            from timm.models import save_for_hf
-
-            save_for_hf(self.model, str(out), safe_serialization=True)
-        else:
-            self.model.save_pretrained(out)
+        self.family.save(self.model, out)
         cfg = read_json(out / "config.json")
         cfg["lottery_rg"] = self.lottery_config()
         (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
@@ -163,8 +152,6 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         self.model_card(plots=plots).save(out / "README.md")
 
     def _rows(self) -> list[dict]:
-        from .trainer import LotteryResult
-
         return LotteryResult(Path("."), self.metrics).rows()
 
     def lottery_config(self) -> dict:
@@ -178,53 +165,7 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
 
     def model_card(self, repo_id: str | None = None, plots: list[str] | None = None) -> ModelCard:
         """The model card (Hub metadata plus a body with levels, eigenvalues, plots and usage)."""
-        arch = self.architecture()
-        library = arch.get("library", "timm")
-        name = arch.get("architecture", "model")
-        dataset = self.info.get("dataset")
-        task = "image-classification" if library == "timm" else "fill-mask"
-        eval_results = []
-        current = next((r for r in self.metrics if r["level"] == self.level), None)
-        acc = (current or {}).get("metrics", {}).get("eval_accuracy")
-        if acc is not None:
-            eval_results.append(EvalResult(task_type=task, dataset_type=dataset or "unknown",
-                                           dataset_name=dataset or "unknown", metric_type="accuracy",
-                                           metric_value=round(float(acc), 6),
-                                           metric_name="masked-token accuracy" if task == "fill-mask" else "accuracy"))
-        base = self.info.get("base_model")
-        card_data = ModelCardData(
-            library_name="lottery_rg", tags=sorted(set(TICKET_TAGS + [library, self.family.name])),
-            base_model=base if base and "/" in str(base) else None,
-            datasets=[dataset] if dataset and "/" in str(dataset) else None,
-            pipeline_tag=task, model_name=f"{name}-lottery-ticket-level{self.level}",
-            eval_results=eval_results or None,
-        )
-        eigen = self.flow.eigenvalues("block").to_markdown() if self.flow is not None and len(self.flow.levels) >= 3 else ""
-        from .trainer import LotteryResult
-
-        table = LotteryResult(Path("."), self.metrics).to_markdown() if self.metrics else "(not recorded)"
-        headline = {}
-        if acc is not None:
-            headline["accuracy at this level" if task != "fill-mask" else "masked-token accuracy"] = f"{100 * acc:.2f} %"
-        for key, what in (("stability", ""), ("stability_bn", ", BatchNorm recalibrated")):
-            stab = self.info.get(key)
-            if isinstance(stab, dict) and "instability" in stab:
-                headline[f"instability to SGD noise (linear mode connectivity{what})"] = (
-                    f"{stab['instability']:.2f} points ({'stable' if stab.get('stable') else 'unstable'})")
-        dense = next((r for r in self.metrics if r["level"] == 0), None)
-        dense_acc = (dense or {}).get("metrics", {}).get("eval_accuracy")
-        if dense_acc is not None:
-            headline["dense accuracy (level 0)"] = f"{100 * dense_acc:.2f} %"
-        counts = surviving(self.mask)
-        return ModelCard.from_template(
-            card_data, template_path=card_template("ticket_card.md"), model_name=card_data.model_name,
-            architecture=name, family=self.family.name, library=library, dataset=dataset, level=self.level,
-            levels=max((r["level"] for r in self.metrics), default=self.level), density=self.density,
-            surviving=sum(counts.values()), prunable_total=sum(m.numel() for m in self.mask.values()),
-            lottery=_Settings(self.lottery), headline_metrics=headline, levels_table=table, eigen_table=eigen,
-            plots=plots or [], command=self.info.get("command") or "(not recorded)",
-            repo_id=repo_id or "<this folder or repo id>", has_trained=self.trained_state is not None,
-        )
+        return ticket_card(self, repo_id=repo_id, plots=plots)
 
     def push_to_hub(self, repo_id: str, *, branch: str | None = None, token: str | None = None,
                     private: bool | None = None, commit_message: str | None = None, **kwargs) -> str:
@@ -251,15 +192,13 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
     # ------------------------------------------------------------------ loading
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool,
-                         local_files_only: bool, token, **kwargs) -> "LotteryTicket":
+                         local_files_only: bool, token, **kwargs) -> LotteryTicket:
         folder = _fetch(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
                         local_files_only=local_files_only, token=token)
         return cls.from_folder(folder, include_trained=kwargs.get("include_trained", False))
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, include_trained: bool = False) -> "LotteryTicket":
-        from .flow import IMPFlow
-
+    def from_folder(cls, folder: str | os.PathLike, include_trained: bool = False) -> LotteryTicket:
         folder = Path(folder)
         _refuse_pickles(folder)
         cfg_path = folder / "config.json"
@@ -290,13 +229,6 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
                        for r, d in zip(flow.levels, flow.densities())]
         return cls(model, mask, level=int(meta.get("level", 0)), lottery=meta.get("lottery"), flow=flow,
                    metrics=metrics, info=meta.get("info"), trained_state=trained)
-
-
-class _Settings(dict):
-    """Attribute access for Jinja (``lottery.pruning``), empty string for missing keys."""
-
-    def __getattr__(self, key):
-        return self.get(key, "")
 
 
 def _require(folder: Path, name: str) -> Path:

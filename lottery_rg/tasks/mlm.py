@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from .arguments import DataArguments, ModelArguments
+from ..training.arguments import DataArguments, ModelArguments
+from .base import TaskSetup, truncate_splits
 
 __all__ = ["prepare_mlm_task", "MLMCollator", "fixed_eval_masks", "EMBEDDED_BERT"]
 
@@ -53,7 +54,7 @@ def fixed_eval_masks(dataset, tokenizer, mlm_probability: float, seed: int = 0):
 def _load_tokenizer(model_args: ModelArguments):
     from transformers import AutoTokenizer
 
-    from .text_data import embedded_tokenizer
+    from .text import embedded_tokenizer
 
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if name == EMBEDDED_BERT:
@@ -64,7 +65,7 @@ def _load_tokenizer(model_args: ModelArguments):
 def _build_model(model_args: ModelArguments, tokenizer, max_seq_length: int):
     from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
-    from .text_data import small_bert_config
+    from .text import small_bert_config
 
     if model_args.model_name_or_path == EMBEDDED_BERT:
         hidden = model_args.bert_hidden_size
@@ -79,10 +80,12 @@ def prepare_mlm_task(model_args: ModelArguments, data_args: DataArguments, seed:
     """Tokenizer, model and tokenized data for masked-language modelling, validated before any work."""
     from transformers import set_seed
 
-    from .tasks import TaskSetup, _truncate
-    from .text_data import (
-        check_mlm_compatibility, compute_mlm_metrics, load_text_datasets, preprocess_logits_for_metrics,
+    from .text import (
+        check_mlm_compatibility,
+        compute_mlm_metrics,
+        load_text_datasets,
         prepare_mlm_datasets,
+        preprocess_logits_for_metrics,
     )
 
     tokenizer = _load_tokenizer(model_args)
@@ -98,7 +101,7 @@ def prepare_mlm_task(model_args: ModelArguments, data_args: DataArguments, seed:
                              data_args.validation_file, text_column=data_args.text_column,
                              test_fraction=data_args.test_fraction, seed=data_args.split_seed)
     dsd = prepare_mlm_datasets(raw, tokenizer, data_args.max_seq_length, model_config=model.config)
-    dsd = _truncate(dsd, data_args)
+    dsd = truncate_splits(dsd, data_args.max_train_samples, data_args.max_eval_samples)
     eval_set = fixed_eval_masks(dsd["test"], tokenizer, data_args.mlm_probability, seed=data_args.split_seed)
     info = {"dataset": data_args.dataset_name or data_args.train_file or "python-docs (embedded)",
             "model_name_or_path": model_args.model_name_or_path, "max_seq_length": data_args.max_seq_length,

@@ -31,8 +31,9 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 __all__ = [
     "EMBEDDED_MODULES", "SPECIAL_TOKENS", "embedded_paragraphs", "embedded_corpus_stats", "embedded_text_dataset",
@@ -332,7 +333,7 @@ def embedded_tokenizer(cache_dir: str | os.PathLike | None = None, vocab_size: i
     """
     from transformers import BertTokenizerFast
 
-    shipped = Path(__file__).resolve().parent / "assets" / "embedded_tokenizer"
+    shipped = Path(__file__).resolve().parents[1] / "assets" / "embedded_tokenizer"
     if vocab_size == 8192 and cache_dir is None and (shipped / "tokenizer.json").is_file():
         # the default vocabulary ships with the package: WordPiece training is not bit-reproducible
         # (tokenizers #1794), and every machine must tokenize the embedded corpus identically

@@ -14,7 +14,10 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["embedded_digits", "load_image_datasets", "ImageTransform", "accuracy_metrics"]
+from .base import TaskSetup, truncate_splits
+
+__all__ = ["embedded_digits", "load_image_datasets", "ImageTransform", "accuracy_metrics", "load_image_splits",
+           "prepare_data_for_model", "prepare_image_task"]
 
 
 def embedded_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0):
@@ -115,3 +118,42 @@ def accuracy_metrics(eval_pred) -> dict:
     logits, labels = eval_pred
     logits = logits[0] if isinstance(logits, (tuple, list)) else logits
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+
+
+def load_image_splits(data_args):
+    """Train/test image splits for ``data_args``; the split depends on ``split_seed`` only, never on ``--seed``."""
+    return load_image_datasets(data_args.dataset_name, data_args.dataset_config_name,
+                               image_column=data_args.image_column, label_column=data_args.label_column,
+                               test_fraction=data_args.test_fraction, seed=data_args.split_seed,
+                               image_size=data_args.image_size or 32)
+
+
+def prepare_data_for_model(model, data_args, dsd=None):
+    """Train and test splits of an image data set, transformed to the input ``model`` expects."""
+    from timm.data import resolve_data_config
+
+    data_cfg = resolve_data_config({}, model=model)
+    size = data_args.image_size or int(data_cfg["input_size"][-1])
+    dsd = load_image_splits(data_args) if dsd is None else dsd
+    dsd = truncate_splits(dsd, data_args.max_train_samples, data_args.max_eval_samples)
+    mean, std = data_cfg["mean"], data_cfg["std"]
+    train = dsd["train"].with_transform(ImageTransform(size, mean, std, train=True, augment=data_args.augment))
+    test = dsd["test"].with_transform(ImageTransform(size, mean, std))
+    return train, test, size
+
+
+def prepare_image_task(model_args, data_args, seed: int = 42) -> TaskSetup:
+    """A timm image classifier (new, pretrained, or from a folder / Hub repo) and its image data."""
+    from transformers import set_seed
+
+    from ..models.loading import load_model
+
+    dsd = load_image_splits(data_args)
+    labels = dsd["train"].features["label"].names
+    set_seed(seed)  # the initial weights θ_0 depend only on the seed
+    model = load_model(model_args.model_name_or_path, num_labels=len(labels), pretrained=model_args.pretrained,
+                       revision=model_args.revision)
+    train, test, size = prepare_data_for_model(model, data_args, dsd)
+    info = {"dataset": data_args.dataset_name or "sklearn-digits (embedded)", "image_size": size,
+            "num_labels": len(labels), "labels": labels, "model_name_or_path": model_args.model_name_or_path}
+    return TaskSetup("image-classification", model, train, test, compute_metrics=accuracy_metrics, info=info)

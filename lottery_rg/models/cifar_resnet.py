@@ -12,10 +12,10 @@ other timm ResNet and one family description covers both. After ``import lottery
 from __future__ import annotations
 
 import torch
-from torch import nn
 from timm.layers import create_classifier, get_act_layer, get_norm_layer
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, ResNet, make_blocks
+from torch import nn
 
 __all__ = ["CifarResNet", "CIFAR_RESNET_DEPTHS"]
 
@@ -87,7 +87,8 @@ default_cfgs = generate_default_cfgs({f"resnet{d}_cifar": _cfg(d) for d in CIFAR
 def _create(depth: int, pretrained: bool, **kwargs) -> CifarResNet:
     n = CIFAR_RESNET_DEPTHS[depth]
     kwargs.setdefault("layers", (n, n, n))
-    return build_model_with_cfg(CifarResNet, f"resnet{depth}_cifar", pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+    return build_model_with_cfg(CifarResNet, f"resnet{depth}_cifar", pretrained,
+                                feature_cfg=dict(flatten_sequential=True), **kwargs)
 
 
 @register_model

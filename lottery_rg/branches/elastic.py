@@ -11,14 +11,16 @@ tensor of the target was written.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .families import Layout, family_of, get_family
-from .masks import Mask, mask_density, magnitude_prune, surviving
+from ..hub.ticket import LotteryTicket
+from ..models.families import Layout, family_of, get_family
+from ..pruning.masks import Mask, magnitude_prune, mask_density, surviving
+from ..run import RunDir
 
 __all__ = ["ElasticTicket", "ElasticResult", "stretch_mapping", "squeeze_mapping", "rg_mapping", "inverse_mapping",
            "STRETCH_STRATEGIES", "SQUEEZE_STRATEGIES"]
@@ -197,14 +199,9 @@ class ElasticTicket:
     """
 
     def __init__(self, ticket):
-        from .ticket import LotteryTicket
-
         if isinstance(ticket, (str, bytes)) or hasattr(ticket, "__fspath__"):
-            from pathlib import Path
-
-            path = Path(ticket)
-            ticket = LotteryTicket.from_run(path) if (path / "lottery_config.json").is_file() \
-                else LotteryTicket.from_pretrained(str(ticket))
+            run = RunDir(ticket)
+            ticket = LotteryTicket.from_run(run.root) if run.is_run() else LotteryTicket.from_pretrained(str(ticket))
         self.source = ticket
         self.family = family_of(ticket.model)
         self.layout: Layout = self.family.layout(ticket.model)
@@ -272,8 +269,6 @@ class ElasticTicket:
 
         ``mapping`` is ``{stage: [source index for each target block]}`` or one list used for every stage.
         """
-        from .ticket import LotteryTicket
-
         model = self._target_model(target)
         t_layout = self.family.layout(model)
         t_stages, s_stages = t_layout.stages(), self.layout.stages()
@@ -401,8 +396,4 @@ class ElasticTicket:
                                  f"{len(s_stages[stage])} blocks)")
 
     def _arch_name(self, model) -> str:
-        fam = family_of(model)
-        arch = fam.architecture(model)
-        if fam.name == "bert":
-            return f"bert-{model.config.num_hidden_layers}L"
-        return arch["architecture"] + (f"{arch['model_args']['layers']}" if "model_args" in arch else "")
+        return family_of(model).display_name(model)

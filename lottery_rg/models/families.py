@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from torch import nn
 
@@ -117,15 +117,29 @@ class Layout:
                 add(block.prefix, "block", block.stage, block.index, block.downsample, p)
             else:
                 add(self.stage_names.get(block.stage, f"stage{block.stage}"), "stage", block.stage, None, False, p)
-        return [Unit(n, g["kind"], g["stage"], g["index"], g["downsample"], tuple(g["params"])) for n, g in groups.items()]
+        return [Unit(n, g["kind"], g["stage"], g["index"], g["downsample"], tuple(g["params"]))
+                for n, g in groups.items()]
 
 
 class ModelFamily:
     """What lottery_rg needs to know about one kind of network."""
 
     name: str = ""
+    library: str = ""  # the library whose checkpoints the family's models are: "timm" or "transformers"
 
     def matches(self, model: nn.Module) -> bool:
+        raise NotImplementedError
+
+    def task(self, model: nn.Module) -> str:
+        """The pipeline task ``model`` serves (``image-classification``, ``fill-mask``…)."""
+        raise NotImplementedError
+
+    def save(self, model: nn.Module, folder) -> None:
+        """Write ``model`` as an ordinary checkpoint of its library (``config.json`` + ``model.safetensors``)."""
+        raise NotImplementedError
+
+    def display_name(self, model: nn.Module) -> str:
+        """A short name that tells depths apart (``resnet20_cifar``, ``resnet18[1, 1, 2, 2]``, ``bert-4L``)."""
         raise NotImplementedError
 
     def layout(self, model: nn.Module) -> Layout:
@@ -171,12 +185,25 @@ class ResNetFamily(ModelFamily):
     """
 
     name = "resnet"
+    library = "timm"
     _stage_re = re.compile(r"^layer(\d+)$")
 
     def matches(self, model: nn.Module) -> bool:
         from timm.models.resnet import ResNet
 
         return isinstance(model, ResNet)
+
+    def task(self, model: nn.Module) -> str:
+        return "image-classification"
+
+    def save(self, model: nn.Module, folder) -> None:
+        from timm.models import save_for_hf
+
+        save_for_hf(model, str(folder), safe_serialization=True)
+
+    def display_name(self, model: nn.Module) -> str:
+        arch = self.architecture(model)
+        return arch["architecture"] + (f"{arch['model_args']['layers']}" if "model_args" in arch else "")
 
     def _stages(self, model: nn.Module) -> list[tuple[int, str, nn.Module]]:
         out = []
@@ -241,7 +268,8 @@ class ResNetFamily(ModelFamily):
         depths = tuple(int(d) for d in depths)
         if len(depths) != self.layout(model).num_stages or min(depths) < 1:
             raise ValueError(f"{arch['architecture']} has {self.layout(model).num_stages} stages; got depths {depths}")
-        if type(model).__name__ == "CifarResNet" and len(set(depths)) == 1 and depths[0] in CIFAR_RESNET_DEPTHS.values():
+        cifar = type(model).__name__ == "CifarResNet"
+        if cifar and len(set(depths)) == 1 and depths[0] in CIFAR_RESNET_DEPTHS.values():
             return {**arch, "architecture": f"resnet{6 * depths[0] + 2}_cifar"}
         if depths != _default_depths(arch["architecture"]):
             arch["model_args"] = {"layers": list(depths)}
@@ -257,7 +285,7 @@ class ResNetFamily(ModelFamily):
         return {k: v for k, v in self.architecture(like).items() if k != "model_args"} | {"architecture": name}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _default_depths(name: str) -> tuple[int, ...]:
     """Blocks per stage of a registered timm ResNet, built on the meta device (no memory, no time)."""
     import timm
@@ -279,6 +307,7 @@ class BertFamily(ModelFamily):
     """
 
     name = "bert"
+    library = "transformers"
     _prunable_re = re.compile(
         r"(^|\.)encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|"
         r"intermediate\.dense|output\.dense)\.weight$|(^|\.)pooler\.dense\.weight$"
@@ -287,6 +316,15 @@ class BertFamily(ModelFamily):
     def matches(self, model: nn.Module) -> bool:
         config = getattr(model, "config", None)
         return config is not None and getattr(config, "model_type", None) == "bert"
+
+    def task(self, model: nn.Module) -> str:
+        return "fill-mask" if type(model).__name__.endswith("ForMaskedLM") else "feature-extraction"
+
+    def save(self, model: nn.Module, folder) -> None:
+        model.save_pretrained(folder)
+
+    def display_name(self, model: nn.Module) -> str:
+        return f"bert-{model.config.num_hidden_layers}L"
 
     def _encoder_prefix(self, model: nn.Module) -> str:
         for name, module in model.named_modules():

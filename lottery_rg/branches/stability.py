@@ -20,22 +20,31 @@ statistics are not the statistics of the interpolated network; ``recalibrate_bn`
 recomputes them from training batches at every α (Jordan et al. 2022, REPAIR) for the
 variant in which BatchNorm is taken out of the question.
 
-:meth:`lottery_rg.LotteryTrainer.linear_mode_connectivity` trains the second copy (the
-level's own training is the first) and fills an :class:`InstabilityResult`.
+:func:`linear_mode_connectivity` (also :meth:`lottery_rg.LotteryTrainer.linear_mode_connectivity`) trains
+the second copy (the level's own training is the first) and fills an :class:`InstabilityResult`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import torch
 from torch import nn
 
+from ..io import json_path, load_state, read_json, save_state, write_json
+from ..plotting import markdown_table, save_figure
+from ..run import RunDir
+
 __all__ = ["InstabilityResult", "interpolate_state", "recalibrate_batchnorm", "plot_instability",
-           "stability_table", "load_results", "record_name", "STABLE_THRESHOLD", "STABILITY_FILE"]
+           "stability_table", "load_results", "record_name", "linear_mode_connectivity", "STABLE_THRESHOLD",
+           "STABILITY_FILE"]
+
+logger = logging.getLogger(__name__)
 
 STABLE_THRESHOLD = 2.0  # percentage points of error (Frankle et al. 2020)
 STABILITY_FILE = "stability.json"
@@ -155,7 +164,7 @@ class InstabilityResult:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "InstabilityResult":
+    def from_dict(cls, data: Mapping) -> InstabilityResult:
         if int(data.get("schema_version", 0)) != SCHEMA_VERSION:
             raise ValueError(f"not a lottery_rg stability record (schema_version {data.get('schema_version')!r})")
         keys = ("level", "density", "rewind_steps", "seeds", "alphas", "accuracy", "loss", "metric",
@@ -164,17 +173,13 @@ class InstabilityResult:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the record to ``path`` (a ``.json`` file, or a folder: ``stability.json`` / ``stability_bn.json``)."""
-        from .io import json_path, write_json
-
         path = json_path(path, record_name(self.bn_batches))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, self.to_dict())
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "InstabilityResult":
-        from .io import json_path, read_json
-
+    def load(cls, path: str | os.PathLike) -> InstabilityResult:
         path = json_path(path, STABILITY_FILE)
         if not path.is_file():
             raise FileNotFoundError(f"no stability record at {path}")
@@ -189,7 +194,8 @@ class InstabilityResult:
         head = (f"Linear mode connectivity at level {self.level} ({100 * self.density:.2f} % density, rewind step "
                 f"{self.rewind_steps}, SGD-noise seeds {self.seeds[0]} and {self.seeds[1]}"
                 f"{f', BatchNorm recalibrated on {self.bn_batches} batches' if self.bn_batches else ''}): instability "
-                f"{self.instability:.2f} points ({verdict} at ≤ {STABLE_THRESHOLD:g}), loss barrier {self.loss_barrier:.4f}")
+                f"{self.instability:.2f} points ({verdict} at ≤ {STABLE_THRESHOLD:g}), "
+                f"loss barrier {self.loss_barrier:.4f}")
         return head + "\n\n" + "\n".join(lines)
 
     def __str__(self) -> str:
@@ -198,14 +204,14 @@ class InstabilityResult:
 
 def stability_table(results: Iterable[InstabilityResult]) -> str:
     """One markdown row per analysed level."""
-    lines = ["| level | density | rewind step | BatchNorm statistics | error at α=0 / 1 (%) | max error (%) | "
-             "instability (points) | loss barrier | stable |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for r in sorted(results, key=lambda r: (r.rewind_steps, r.level, r.bn_batches)):
         e = r.error
         bn = f"recalibrated ({r.bn_batches} batches)" if r.bn_batches else "interpolated"
-        lines.append(f"| {r.level} | {100 * r.density:.2f}% | {r.rewind_steps} | {bn} | {e[0]:.2f} / {e[-1]:.2f} | "
-                     f"{max(e):.2f} | {r.instability:.2f} | {r.loss_barrier:.4f} | {'yes' if r.stable() else 'no'} |")
-    return "\n".join(lines)
+        rows.append([r.level, f"{100 * r.density:.2f}%", r.rewind_steps, bn, f"{e[0]:.2f} / {e[-1]:.2f}",
+                     f"{max(e):.2f}", f"{r.instability:.2f}", f"{r.loss_barrier:.4f}", "yes" if r.stable() else "no"])
+    return markdown_table(["level", "density", "rewind step", "BatchNorm statistics", "error at α=0 / 1 (%)",
+                           "max error (%)", "instability (points)", "loss barrier", "stable"], rows)
 
 
 def plot_instability(results: Iterable[InstabilityResult], path: str | os.PathLike | None, title: str | None = None):
@@ -236,45 +242,101 @@ def plot_instability(results: Iterable[InstabilityResult], path: str | os.PathLi
         ax.legend(fontsize=8)
     fig.suptitle(title or "linear mode connectivity: error between two copies trained with different SGD noise")
     fig.tight_layout()
-    from .summary import save_figure
-
     return save_figure(fig, path)
 
 
 def load_results(run_dir: str | os.PathLike) -> list[InstabilityResult]:
     """Every stability record of a run directory (``stability/level_XX/stability{,_bn}.json``)."""
-    root = Path(run_dir) / "stability"
-    if not root.is_dir():
-        return []
-    return [InstabilityResult.load(p) for p in sorted(root.glob("level_*/stability*.json"))]
+    return [InstabilityResult.load(p) for p in RunDir(run_dir).stability_records()]
 
 
-def main(argv=None) -> int:
-    """``python -m lottery_rg.stability RUN_DIR [RUN_DIR ...]``: the table and plot of the runs' analyses."""
-    import argparse
-    import sys
+def linear_mode_connectivity(trainer, level: int, *, seed_b: int, num_points: int = 11, recalibrate_bn: int = 0):
+    """Instability of ``level``'s ticket of ``trainer``'s run (a ``LotteryTrainer``) to SGD noise.
 
-    ap = argparse.ArgumentParser(prog="python -m lottery_rg.stability",
-                                 description="Linear-mode-connectivity results of one or more IMP runs (computed by "
-                                             "run_imp.py --stability_levels): a table and a plot.")
-    ap.add_argument("runs", nargs="+", help="IMP run directories")
-    ap.add_argument("--levels", type=int, nargs="*", default=None, help="only these levels")
-    ap.add_argument("--plot", metavar="PNG", default=None, help="write the plot here")
-    args = ap.parse_args(argv)
-    results = []
-    for run in args.runs:
-        found = load_results(run)
-        if not found:
-            print(f"error: {run} holds no stability analysis (run_imp.py ... --stability_levels L ...)", file=sys.stderr)
-            return 2
-        results += [r for r in found if args.levels is None or r.level in args.levels]
-    print(stability_table(results))
-    if args.plot:
-        print(f"\nwrote {plot_instability(results, args.plot)}")
-    return 0
+    Both copies start from the rewind point θ_k ⊙ m at step k with a fresh optimizer: copy a
+    with the run's SGD noise (``--seed``) — that is the level's own training, reused, except
+    for the dense level 0 with k > 0, which trained through step k and gets a copy of its
+    own — and copy b with the noise of ``seed_b``. The error is evaluated at ``num_points``
+    evenly spaced points of the line between them; ``recalibrate_bn`` > 0 recomputes BatchNorm
+    statistics from that many training batches at every point. Results go to
+    ``RUN/stability/level_XX/`` (``stability.json``, the plot, the copies' weights); a finished
+    analysis with the same settings is read back, an interrupted copy b resumes from its
+    Trainer checkpoints. The model is left at copy a.
+    """
+    run, level = trainer.run, int(level)
+    if not run.is_complete(level):
+        raise ValueError(f"level {level} of {run.root} is not complete: the stability analysis starts from a "
+                         f"finished level (run IMP first)")
+    density = float(run.record(level)["density"])
+    if trainer.eval_dataset is None:
+        raise ValueError("the stability analysis evaluates the path between the copies: give an eval_dataset")
+    if int(num_points) < 3:
+        raise ValueError(f"the path needs at least 3 points (both ends and one between), got {num_points}")
+    seed_a, k = trainer.args.seed, trainer.settings.rewind_steps
+    out, bn_batches = run.stability(level), int(recalibrate_bn)
+    record = out / record_name(bn_batches)
+    if record.is_file():
+        old = InstabilityResult.load(record)
+        if old.seeds == (seed_a, seed_b) and len(old.alphas) == int(num_points) and old.bn_batches == bn_batches:
+            logger.info("stability of level %d already analysed: %.2f points", level, old.instability)
+            return old
+    # Every rewound level (and level 0 with k = 0) *is* such a copy, reproduced bit for bit by retrain_level;
+    # the dense level 0 with k > 0 is not (it trained through step k with its optimizer state): it gets a copy a.
+    copy_a = run.model(level)
+    if level == 0 and k > 0:
+        copy_a = _stability_copy(trainer, level, seed_a, out / "copy_a.safetensors", "a")
+    copy_b = _stability_copy(trainer, level, seed_b, out / "copy_b.safetensors", "b")
+    model = trainer.model
+    load_state(model, copy_b)
+    state_b = {key: v.detach().clone() for key, v in model.state_dict().items()}
+    load_state(model, copy_a)
+    state_a = {key: v.detach().clone() for key, v in model.state_dict().items()}
+
+    n = int(num_points)
+    alphas = [i / (n - 1) for i in range(n)]
+    accuracy, loss = [], []
+    forward = lambda m, batch: trainer.compute_loss(m, batch)  # noqa: E731
+    for alpha in alphas:
+        model.load_state_dict(interpolate_state(state_a, state_b, alpha))
+        if bn_batches:
+            recalibrate_batchnorm(model, trainer.calibration_batches(bn_batches), forward)
+        metrics = trainer.evaluate()
+        accuracy.append(float(metrics["eval_accuracy"]))
+        loss.append(float(metrics["eval_loss"]))
+    model.load_state_dict(state_a)
+    result = InstabilityResult(level=level, density=density, rewind_steps=k, seeds=(seed_a, seed_b), alphas=alphas,
+                               accuracy=accuracy, loss=loss, bn_batches=bn_batches)
+    if trainer.is_world_process_zero():
+        result.save(record)
+        plot_instability([result], out / record_name(bn_batches, ".png"))
+        print(f"[lottery_rg] stability of level {level}: instability {result.instability:.2f} points "
+              f"({'stable' if result.stable() else 'unstable'})", flush=True)
+    trainer.accelerator.wait_for_everyone()
+    return result
 
 
-if __name__ == "__main__":
-    from lottery_rg.stability import main as _main  # the package's copy of this module
+def _stability_copy(trainer, level: int, seed: int, path: Path, name: str) -> Path:
+    """``path`` holding ``level`` retrained with ``seed`` (trained now unless already there)."""
+    if _file_seed(path) != seed:  # missing, unreadable, or trained with other SGD noise
+        if trainer.is_world_process_zero():
+            print(f"[lottery_rg] stability of level {level}: training copy {name} (seed {seed}) from the rewind "
+                  f"point", flush=True)
+        work = trainer.run.checkpoints(f"stability_{level:02d}_{name}")
+        trainer.retrain_level(level, seed, work=work)
+        if trainer.is_world_process_zero():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_state(trainer.model, path, metadata={"level": level, "seed": seed})
+            shutil.rmtree(work, ignore_errors=True)
+        trainer.accelerator.wait_for_everyone()
+    return path
 
-    raise SystemExit(_main())
+
+def _file_seed(path: Path) -> int | None:
+    """The ``seed`` a stability copy was trained with (safetensors metadata)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int((f.metadata() or {}).get("seed"))
+    except (OSError, ValueError, TypeError, SafetensorError):  # missing, corrupt, or without a seed: train again
+        return None

@@ -13,10 +13,10 @@ import os
 
 from torch import nn
 
-__all__ = ["load_model", "detect_task", "read_model_config"]
+__all__ = ["load_model", "read_model_config", "is_timm_config"]
 
 
-def _is_timm_config(cfg: dict) -> bool:
+def is_timm_config(cfg: dict) -> bool:
     return "architecture" in cfg and cfg.get("model_type") in (None, "timm_wrapper")
 
 
@@ -48,14 +48,6 @@ def read_model_config(name_or_path: str, revision: str | None = None) -> dict | 
         return json.load(f)
 
 
-def detect_task(name_or_path: str, revision: str | None = None) -> str:
-    """'image-classification' for timm models, 'fill-mask' for transformers language models."""
-    if name_or_path == "embedded-bert":
-        return "fill-mask"
-    cfg = read_model_config(name_or_path, revision)
-    return "image-classification" if cfg is None or _is_timm_config(cfg) else "fill-mask"
-
-
 def load_model(name_or_path: str, *, num_labels: int | None = None, pretrained: bool = False,
                revision: str | None = None) -> nn.Module:
     """A timm image classifier or a transformers masked-LM, ready for :class:`LotteryTrainer`."""
@@ -67,7 +59,7 @@ def load_model(name_or_path: str, *, num_labels: int | None = None, pretrained: 
     cfg = read_model_config(name_or_path, revision)
     if cfg is None:
         return timm.create_model(name_or_path, pretrained=pretrained, **kwargs)
-    if _is_timm_config(cfg):
+    if is_timm_config(cfg):
         if os.path.isdir(name_or_path):
             source = f"local-dir:{os.path.abspath(name_or_path)}"
         else:

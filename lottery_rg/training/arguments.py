@@ -8,9 +8,10 @@ optimisation (learning rate, epochs, batch size, precision, checkpointing) stays
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from .masks import PRUNING_SCOPES, SCHEDULES
+from ..pruning.masks import PRUNING_SCOPES, SCHEDULES
+from ..pruning.settings import LotterySettings
 
 __all__ = ["LotteryArguments", "ModelArguments", "DataArguments", "TASKS", "parse_args"]
 
@@ -56,18 +57,7 @@ class LotteryArguments:
     def __post_init__(self):
         if self.levels < 1:
             raise ValueError(f"--levels must be at least 1 (level 0 is the dense network), got {self.levels}")
-        if not 0.0 < self.prune_fraction < 1.0:
-            raise ValueError(f"--prune_fraction must lie strictly between 0 and 1, got {self.prune_fraction}")
-        if self.pruning not in PRUNING_SCOPES:
-            raise ValueError(f"--pruning must be one of {PRUNING_SCOPES}, got {self.pruning!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.schedule == "linear" and self.levels * self.prune_fraction >= 1.0:
-            raise ValueError(
-                f"a linear schedule removing {self.prune_fraction:.0%} of the original weights per level leaves "
-                f"nothing after {self.levels} levels; use fewer levels or a smaller --prune_fraction")
-        if self.rewind_steps < 0:
-            raise ValueError(f"--rewind_steps must be >= 0, got {self.rewind_steps}")
+        self.settings().check_levels(self.levels)  # validates fraction, scope, schedule, rewind point, patterns
         bad = [lv for lv in self.stability_levels or [] if not 0 <= lv <= self.levels]
         if bad:
             raise ValueError(f"--stability_levels {bad} are not levels of this run (0..{self.levels})")
@@ -77,20 +67,15 @@ class LotteryArguments:
         if self.stability_bn_batches < 0:
             raise ValueError(f"--stability_bn_batches must be >= 0, got {self.stability_bn_batches}")
 
-    def settings(self) -> dict:
-        """The settings that define a run; a resumed run must match them exactly."""
-        d = asdict(self)
-        # more levels extend a run and analyses read it; neither changes it
-        for key in ("push_levels", "levels", "stability_levels", "stability_seed", "stability_points",
-                    "stability_bn_batches"):
-            d.pop(key)
-        return d
+    def settings(self) -> LotterySettings:
+        """The settings that define a run (a resumed run must match them); levels, pushes and analyses do not."""
+        return LotterySettings(prune_fraction=self.prune_fraction, pruning=self.pruning, schedule=self.schedule,
+                               rewind_steps=self.rewind_steps, prune_include=self.prune_include,
+                               prune_exclude=self.prune_exclude)
 
     def target_density(self, level: int) -> float:
         """Nominal density of the prunable weights after ``level`` levels (before rounding)."""
-        if self.schedule == "geometric":
-            return (1.0 - self.prune_fraction) ** level
-        return 1.0 - self.prune_fraction * level
+        return self.settings().target_density(level)
 
 
 @dataclass

@@ -26,32 +26,38 @@ import logging
 import os
 import shutil
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, set_seed
 
-from .version import __version__
+from ..branches.stability import linear_mode_connectivity, load_results
+from ..flow.core import IMPFlow
+from ..hub.ticket import LotteryTicket
+from ..io import atomic_dir, atomic_path, load_state, read_json, save_state, state_from_file, write_json
+from ..models.families import family_of, prunable_parameters
+from ..pruning.callbacks import MaskCallback
+from ..pruning.masks import (
+    Mask,
+    MaskEnforcer,
+    broadcast_mask,
+    check_mask,
+    full_mask,
+    load_mask,
+    mask_density,
+    save_mask,
+    surviving,
+)
+from ..report import write_run_summary
+from ..run import LotteryResult, RunDir
+from ..version import __version__
 from .arguments import LotteryArguments
-from .families import family_of, prunable_parameters
-from .io import atomic_dir, read_json, save_state, load_state, state_from_file, write_json
-from .masks import MaskEnforcer, Mask, broadcast_mask, check_mask, full_mask, load_mask, mask_density, next_mask, save_mask, surviving
 
-__all__ = ["LotteryTrainer", "MaskCallback", "LotteryResult", "level_dir"]
+__all__ = ["LotteryTrainer", "last_complete_checkpoint"]
 
 logger = logging.getLogger(__name__)
-
-RUN_CONFIG = "lottery_config.json"
-_TIMING_SUFFIXES = ("_runtime", "_per_second", "epoch", "masked_tokens")
-REWIND_WEIGHTS = "rewind.safetensors"
-REWIND_STATE = "rewind_state.json"
-
-
-def level_dir(output_dir: str | os.PathLike, level: int) -> Path:
-    return Path(output_dir) / f"level_{level:02d}"
 
 
 def last_complete_checkpoint(work: str | os.PathLike) -> Path | None:
@@ -89,86 +95,17 @@ def mask_digest(mask: Mask) -> str:
     return h.hexdigest()[:16]
 
 
-class MaskCallback(TrainerCallback):
-    """Keeps pruned weights exactly zero in any ``Trainer``.
-
-    Re-applies the mask after every optimizer step (and once when training starts), so
-    momentum, weight decay, Adam moments, gradient accumulation and mixed precision
-    cannot revive a pruned weight. Usable on its own: ``Trainer(..., callbacks=[MaskCallback(model, mask)])``.
-    """
-
-    def __init__(self, model: torch.nn.Module | None = None, mask: Mask | None = None):
-        self.enforcer = MaskEnforcer(model, mask) if mask is not None else None
-
-    def set_mask(self, model: torch.nn.Module, mask: Mask) -> None:
-        self.enforcer = MaskEnforcer(model, mask)
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.enforcer is not None:
-            self.enforcer.apply()
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        if self.enforcer is not None:
-            self.enforcer.apply()
-
-
 class _RewindCapture(TrainerCallback):
     """Saves θ_k and the TrainerState at step k of level 0."""
 
-    def __init__(self, trainer: "LotteryTrainer"):
+    def __init__(self, trainer: LotteryTrainer):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self.trainer
-        if t.current_level == 0 and t.lottery_args.rewind_steps > 0 and state.global_step == t.lottery_args.rewind_steps:
+        k = t.settings.rewind_steps
+        if t.current_level == 0 and k > 0 and state.global_step == k:
             t._save_rewind_point(state)
-
-
-@dataclass
-class LotteryResult:
-    """What a lottery run produced: one row per level, and where it lives on disk."""
-
-    output_dir: Path
-    levels: list[dict] = field(default_factory=list)
-    stability: list = field(default_factory=list)  # InstabilityResult per analysed level
-
-    def rows(self) -> list[dict]:
-        rows = []
-        for rec in self.levels:
-            m = rec.get("metrics", {})
-            rows.append({"level": rec["level"], "density": rec["density"],
-                         **{k: v for k, v in m.items() if k.startswith("eval_") and isinstance(v, (int, float))
-                            and not k.endswith(_TIMING_SUFFIXES)}})
-        return rows
-
-    def to_markdown(self) -> str:
-        rows = self.rows()
-        if not rows:
-            return "(no levels)"
-        cols = list(dict.fromkeys(k for r in rows for k in r))
-        out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for r in rows:
-            out.append("| " + " | ".join(_fmt(c, r.get(c)) for c in cols) + " |")
-        return "\n".join(out)
-
-    def best_ticket(self, max_drop: float = 0.01, metric: str = "eval_accuracy") -> dict | None:
-        """The sparsest level whose ``metric`` is within ``max_drop`` of the dense level's."""
-        rows = [r for r in self.rows() if metric in r]
-        if not rows:
-            return None
-        dense = rows[0][metric]
-        ok = [r for r in rows if r[metric] >= dense - max_drop]
-        return min(ok, key=lambda r: r["density"]) if ok else None
-
-
-def _fmt(col, v):
-    if v is None:
-        return ""
-    if col == "density":
-        return f"{100 * v:.2f}%"
-    if "accuracy" in col:
-        return f"{100 * v:.2f}%"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 class LotteryTrainer(Trainer):
@@ -192,10 +129,10 @@ class LotteryTrainer(Trainer):
         if model is None:
             raise ValueError("LotteryTrainer needs a model")
         self.lottery_args = lottery_args or LotteryArguments()
+        self.settings = self.lottery_args.settings()  # the typed settings every level shares
         self.run_info = dict(run_info or {})  # provenance for model cards: data set, base model, command
         self.family = family_of(model)
-        la = self.lottery_args
-        self.prunable = prunable_parameters(model, la.prune_include, la.prune_exclude)
+        self.prunable = prunable_parameters(model, self.settings.prune_include, self.settings.prune_exclude)
         # tickets, not Trainer checkpoints, go to the Hub: keep the Trainer from pushing checkpoint folders
         self.push_tickets = bool(getattr(args, "push_to_hub", False))
         if self.push_tickets:
@@ -208,7 +145,7 @@ class LotteryTrainer(Trainer):
                              f"machine pass --use_cpu (TrainingArguments(use_cpu=True)) to join the gloo ranks.")
         if self.args.load_best_model_at_end:
             raise ValueError("--load_best_model_at_end would replace a level's trained weights and break IMP")
-        self._is_hf_model = isinstance(self.model, PreTrainedModel)
+        self._is_hf_model = self.family.library == "transformers"
         if not self._is_hf_model:  # timm models take pixel_values and return logits
             self.label_names = ["labels"]
             self._signature_columns = ["image", "label", "pixel_values", "labels"]
@@ -222,7 +159,7 @@ class LotteryTrainer(Trainer):
         self.mask_callback = MaskCallback(self.model, self.mask)
         self.add_callback(self.mask_callback)
         self.add_callback(_RewindCapture(self))
-        self._output_root = Path(self.args.output_dir)  # levels point args.output_dir at their checkpoints
+        self.run = RunDir(self.args.output_dir)  # levels point args.output_dir at their checkpoints
         self.current_level: int | None = None
         self._lr_offset = 0
         self.flow = None
@@ -238,8 +175,8 @@ class LotteryTrainer(Trainer):
     def evaluate(self, *args, **kwargs) -> dict:
         """``Trainer.evaluate``, plus perplexity for masked-language models."""
         metrics = super().evaluate(*args, **kwargs)
-        if "MaskedLM" in type(self.model).__name__ and "eval_loss" in metrics:
-            from .text_data import perplexity
+        if self.family.task(self.model) == "fill-mask" and "eval_loss" in metrics:
+            from ..tasks.text import perplexity
 
             metrics["eval_perplexity"] = perplexity(metrics["eval_loss"])
         return metrics
@@ -260,27 +197,25 @@ class LotteryTrainer(Trainer):
     @property
     def run_dir(self) -> Path:
         """The run directory (``args.output_dir``; levels temporarily point the Trainer at checkpoints/)."""
-        return self._output_root
+        return self.run.root
 
     def run_imp(self) -> LotteryResult:
         """Run (or resume) every level; returns the per-level results."""
-        la = self.lottery_args
+        la, k = self.lottery_args, self.settings.rewind_steps
         total_steps = self.training_steps()
-        if la.rewind_steps >= total_steps:
-            raise ValueError(f"--rewind_steps {la.rewind_steps} is not before the end of training "
+        if k >= total_steps:
+            raise ValueError(f"--rewind_steps {k} is not before the end of training "
                              f"({total_steps} optimizer steps per level); rewind to an earlier step")
         stability_seed = self._stability_seed(la.stability_seed) if la.stability_levels else None
         self._check_or_write_run_config(total_steps)
         self.flow = self._load_or_create_flow()
         result = LotteryResult(self.run_dir)
         for level in range(la.levels + 1):
-            done = level_dir(self.run_dir, level) / "metrics.json"
-            if done.is_file():
-                rec = read_json(done)
+            if self.run.is_complete(level):
+                rec = self.run.record(level)
                 logger.info("level %d already complete (density %.4f): skipped", level, rec["density"])
                 if not any(r["level"] == level for r in self.flow.levels):  # interrupted before flow.json
-                    mask = load_mask(level_dir(self.run_dir, level) / "mask.safetensors", self.model)
-                    self.flow.add_level(level, mask, rec.get("metrics"))
+                    self.flow.add_level(level, load_mask(self.run.mask(level), self.model), rec.get("metrics"))
             else:
                 rec = self._run_level(level)
             result.levels.append(rec)
@@ -288,11 +223,9 @@ class LotteryTrainer(Trainer):
         for level in la.stability_levels or []:
             self.linear_mode_connectivity(level, seed=stability_seed, num_points=la.stability_points,
                                           recalibrate_bn=la.stability_bn_batches)
-        from .stability import load_results
-
         result.stability = load_results(self.run_dir)  # this call's analyses and any earlier ones
         if self.is_world_process_zero():
-            self._write_summary(result)
+            write_run_summary(result, self.flow)
             if self.push_tickets:
                 self.push_ticket_to_hub()
         self.accelerator.wait_for_everyone()
@@ -308,92 +241,13 @@ class LotteryTrainer(Trainer):
 
     def linear_mode_connectivity(self, level: int, *, seed: int | None = None, num_points: int = 11,
                                  recalibrate_bn: int = 0):
-        """Instability of ``level``'s ticket to SGD noise (Frankle et al. 2020; :mod:`lottery_rg.stability`).
+        """Instability of ``level``'s ticket to SGD noise (Frankle et al. 2020).
 
-        Both copies start from the rewind point θ_k ⊙ m at step k with a fresh optimizer: copy a
-        with the run's SGD noise (``--seed``) — that is the level's own training, reused, except
-        for the dense level 0 with k > 0, which trained through step k and gets a copy of its
-        own — and copy b with the noise of ``seed`` (default ``--seed`` + 1). The error is
-        evaluated at ``num_points`` evenly spaced points of the line between them;
-        ``recalibrate_bn`` > 0 recomputes BatchNorm statistics from that many training batches at
-        every point. Results go to ``OUTPUT_DIR/stability/level_XX/`` (``stability.json``, the
-        plot, the copies' weights); a finished analysis with the same settings is read back, an
-        interrupted copy b resumes from its Trainer checkpoints. The model is left at copy a.
+        See :func:`lottery_rg.branches.stability.linear_mode_connectivity`; the second copy
+        uses the SGD noise of ``seed`` (default ``--seed`` + 1).
         """
-        from .stability import InstabilityResult, interpolate_state, plot_instability, recalibrate_batchnorm, \
-            record_name
-
-        root = self.run_dir
-        level = int(level)
-        src = level_dir(root, level)
-        if not (src / "metrics.json").is_file():
-            raise ValueError(f"level {level} of {root} is not complete: the stability analysis starts from a "
-                             f"finished level (run IMP first)")
-        density = float(read_json(src / "metrics.json")["density"])
-        if self.eval_dataset is None:
-            raise ValueError("the stability analysis evaluates the path between the copies: give an eval_dataset")
-        if int(num_points) < 3:
-            raise ValueError(f"the path needs at least 3 points (both ends and one between), got {num_points}")
-        seed_b = self._stability_seed(seed)
-        out = root / "stability" / f"level_{level:02d}"
-        bn_batches = int(recalibrate_bn)
-        record = out / record_name(bn_batches)
-        if record.is_file():
-            old = InstabilityResult.load(record)
-            if (old.seeds == (self.args.seed, seed_b) and len(old.alphas) == int(num_points)
-                    and old.bn_batches == bn_batches):
-                logger.info("stability of level %d already analysed: %.2f points", level, old.instability)
-                return old
-        # Both copies start from θ_k ⊙ m at step k with a fresh optimizer and differ only in SGD noise. Every
-        # rewound level (and level 0 with k = 0) *is* such a copy, reproduced bit for bit by retrain_level; the
-        # dense level 0 with k > 0 is not (it trained through step k with its optimizer state), so it gets a copy a.
-        copy_a = src / "model.safetensors"
-        if level == 0 and self.lottery_args.rewind_steps > 0:
-            copy_a = self._stability_copy(level, self.args.seed, out / "copy_a.safetensors", "a")
-        copy_b = self._stability_copy(level, seed_b, out / "copy_b.safetensors", "b")
-        load_state(self.model, copy_b)
-        state_b = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        load_state(self.model, copy_a)
-        state_a = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-        n = int(num_points)
-        alphas = [i / (n - 1) for i in range(n)]
-        accuracy, loss = [], []
-        forward = lambda model, batch: self.compute_loss(model, batch)  # noqa: E731
-        for alpha in alphas:
-            self.model.load_state_dict(interpolate_state(state_a, state_b, alpha))
-            if bn_batches:
-                recalibrate_batchnorm(self.model, self._calibration_batches(bn_batches), forward)
-            metrics = self.evaluate()
-            accuracy.append(float(metrics["eval_accuracy"]))
-            loss.append(float(metrics["eval_loss"]))
-        self.model.load_state_dict(state_a)
-        result = InstabilityResult(level=level, density=density,
-                                   rewind_steps=self.lottery_args.rewind_steps, seeds=(self.args.seed, seed_b),
-                                   alphas=alphas, accuracy=accuracy, loss=loss,
-                                   bn_batches=bn_batches)
-        if self.is_world_process_zero():
-            result.save(record)
-            plot_instability([result], out / record_name(bn_batches, ".png"))
-            print(f"[lottery_rg] stability of level {level}: instability {result.instability:.2f} points "
-                  f"({'stable' if result.stable() else 'unstable'})", flush=True)
-        self.accelerator.wait_for_everyone()
-        return result
-
-    def _stability_copy(self, level: int, seed: int, path: Path, name: str) -> Path:
-        """``path`` holding ``level`` retrained with ``seed`` (trained now unless already there)."""
-        if _file_seed(path) != seed:  # missing, unreadable, or trained with other SGD noise
-            if self.is_world_process_zero():
-                print(f"[lottery_rg] stability of level {level}: training copy {name} (seed {seed}) from the rewind "
-                      f"point", flush=True)
-            work = self.run_dir / "checkpoints" / f"stability_{level:02d}_{name}"
-            self.retrain_level(level, seed, work=work)
-            if self.is_world_process_zero():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                save_state(self.model, path, metadata={"level": level, "seed": seed})
-                shutil.rmtree(work, ignore_errors=True)
-            self.accelerator.wait_for_everyone()
-        return path
+        return linear_mode_connectivity(self, level, seed_b=self._stability_seed(seed), num_points=num_points,
+                                        recalibrate_bn=recalibrate_bn)
 
     def retrain_level(self, level: int, seed: int, work: str | os.PathLike | None = None):
         """Train ``level``'s ticket again from its rewind point, with the SGD noise of ``seed``.
@@ -404,16 +258,15 @@ class LotteryTrainer(Trainer):
         Trainer checkpoints go to ``work`` (default ``OUTPUT_DIR/checkpoints/retrain_XX``),
         so an interrupted call resumes. Returns the ``TrainOutput``.
         """
-        src = level_dir(self.run_dir, int(level))
-        if not (src / "mask.safetensors").is_file():
+        if not self.run.mask(level).is_file():
             raise ValueError(f"level {level} of {self.run_dir} is not complete: nothing to retrain")
-        mask = load_mask(src / "mask.safetensors", self.model)
+        mask = load_mask(self.run.mask(level), self.model)
         self.mask = mask
         self.current_level = None
-        work = Path(work) if work is not None else self.run_dir / "checkpoints" / f"retrain_{int(level):02d}"
+        work = Path(work) if work is not None else self.run.checkpoints(f"retrain_{int(level):02d}")
         return self._train_from_start(mask, work, rewound=True, seed=int(seed), what=f"retraining level {level}")
 
-    def _calibration_batches(self, n: int):
+    def calibration_batches(self, n: int):
         """``n`` training batches in a fixed order, the same on every process (no sharding)."""
         import datasets
         from torch.utils.data import DataLoader, RandomSampler
@@ -431,13 +284,12 @@ class LotteryTrainer(Trainer):
                 break
             yield self._prepare_inputs(batch)
 
+    # ------------------------------------------------------------------ the Hub
     def hub_repo_id(self) -> str:
         return self.args.hub_model_id or Path(self.run_dir).name
 
     def push_ticket_to_hub(self, level: int | None = None, branch: str | None = None) -> str:
         """Push a level's ticket (default: the sparsest within one accuracy point of dense) to the Hub."""
-        from .ticket import LotteryTicket
-
         ticket = LotteryTicket.from_run(self.run_dir, level)
         url = ticket.push_to_hub(self.hub_repo_id(), branch=branch, token=self.args.hub_token,
                                  private=self.args.hub_private_repo)
@@ -445,12 +297,13 @@ class LotteryTrainer(Trainer):
                     f" (branch {branch})" if branch else "")
         return url
 
+    # ------------------------------------------------------------------ one level
     def training_steps(self) -> int:
         """Optimizer steps of one full level (T), as the Trainer will compute them."""
         return self.set_initial_training_values(self.args, self.get_train_dataloader())[-1]
 
     def _run_level(self, level: int) -> dict:
-        la, root = self.lottery_args, self.run_dir
+        la, run = self.lottery_args, self.run
         self.current_level = level
         mask = self._mask_for_level(level)
         self.mask = mask
@@ -459,7 +312,7 @@ class LotteryTrainer(Trainer):
         if self.is_world_process_zero():
             print(f"[lottery_rg] level {level}/{la.levels}: training at density {100 * mask_density(mask):.2f}%",
                   flush=True)
-        work = root / "checkpoints" / f"level_{level:02d}"
+        work = run.checkpoints(f"level_{level:02d}")
         train_output = self._train_from_start(mask, work, rewound=level > 0, seed=self.args.seed,
                                               what=f"level {level}")
         metrics = {"train_loss": train_output.training_loss, "train_steps": train_output.global_step,
@@ -472,18 +325,18 @@ class LotteryTrainer(Trainer):
             raise RuntimeError(f"level {level}: processes hold different masks ({digests})")
         record = {
             "level": level, "density": mask_density(mask),
-            "target_density": la.target_density(level),
+            "target_density": self.settings.target_density(level),
             "metrics": metrics, "mask_digest": digests[0], "mask_digest_per_process": digests,
             "surviving": counts, "total": {n: int(m.numel()) for n, m in mask.items()},
         }
         if self.is_world_process_zero():
-            with atomic_dir(level_dir(root, level)) as tmp:
-                save_mask(mask, tmp / "mask.safetensors", metadata={"level": level})
-                save_state(self.model, tmp / "model.safetensors", metadata={"level": level})
-                write_json(tmp / "metrics.json", record)
+            with atomic_dir(run.level(level)) as tmp:
+                save_mask(mask, tmp / run.mask(level).name, metadata={"level": level})
+                save_state(self.model, tmp / run.model(level).name, metadata={"level": level})
+                write_json(tmp / run.metrics(level).name, record)
             if self.flow is not None:
                 self.flow.add_level(level, mask, metrics)
-                self.flow.save(root / "flow.json")
+                self.flow.save(run.flow)
             shutil.rmtree(work, ignore_errors=True)
             if self.push_tickets and la.push_levels:
                 self.push_ticket_to_hub(level, branch=f"level-{level:02d}")
@@ -513,7 +366,7 @@ class LotteryTrainer(Trainer):
             resume = str(last)
             logger.info("%s: resuming from %s", what, last)
         self.mask_callback.set_mask(self.model, mask)
-        self._lr_offset = self.lottery_args.rewind_steps if rewound else 0
+        self._lr_offset = self.settings.rewind_steps if rewound else 0
         self.optimizer, self.lr_scheduler = None, None  # fresh optimizer every level (SCIENCE §1.5)
         self.args.output_dir = str(work)
         # accelerate seeds the data order from torch's initial seed when the dataloader is built: every level
@@ -527,12 +380,9 @@ class LotteryTrainer(Trainer):
     def _mask_for_level(self, level: int) -> Mask:
         if level == 0:
             return self.initial_mask or full_mask(self.model, self.prunable)
-        prev = level_dir(self.run_dir, level - 1)
-        prev_mask = load_mask(prev / "mask.safetensors", self.model)
-        weights = state_from_file(prev / "model.safetensors", list(prev_mask))
-        la = self.lottery_args
-        mask = next_mask(weights, prev_mask, la.prune_fraction, scope=la.pruning, schedule=la.schedule)
-        return broadcast_mask(mask)
+        prev_mask = load_mask(self.run.mask(level - 1), self.model)
+        weights = state_from_file(self.run.model(level - 1), list(prev_mask))
+        return broadcast_mask(self.settings.next_mask(weights, prev_mask))
 
     def _drop_checkpoints_after(self, work: Path, last: Path | None) -> None:
         """Remove checkpoint folders a kill left half-written, so the Trainer never mixes them in."""
@@ -546,10 +396,11 @@ class LotteryTrainer(Trainer):
                     shutil.rmtree(p, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
+    # ------------------------------------------------------------------ the rewind point
     def _start_dense(self) -> None:
         """Level 0 starts from the model as given (θ_0); with k = 0 that is also the rewind point."""
-        rewind = self.run_dir / REWIND_WEIGHTS
-        if self.lottery_args.rewind_steps == 0:
+        rewind = self.run.rewind
+        if self.settings.rewind_steps == 0:
             if rewind.is_file():
                 load_state(self.model, rewind)
             elif self.is_world_process_zero():
@@ -558,35 +409,34 @@ class LotteryTrainer(Trainer):
 
     def _rewind(self, mask: Mask, work: Path) -> str | None:
         """Put the model at θ_k ⊙ m; returns the step-k checkpoint to resume from (None for k = 0)."""
-        la, root = self.lottery_args, self.run_dir
-        rewind = root / REWIND_WEIGHTS
+        k, rewind = self.settings.rewind_steps, self.run.rewind
         if not rewind.is_file():
             raise FileNotFoundError(f"{rewind} is missing: the rewind point of level 0 was not saved")
         load_state(self.model, rewind)  # θ_k: parameters and buffers
         MaskEnforcer(self.model, mask).apply()
-        if la.rewind_steps == 0:
+        if k == 0:
             return None
         # a checkpoint at step k without optimizer state: the Trainer resumes at k with a fresh optimizer
-        ckpt = work / f"checkpoint-{la.rewind_steps}"
+        ckpt = work / f"checkpoint-{k}"
         if self.is_world_process_zero():
             with atomic_dir(ckpt) as tmp:
                 save_state(self.model, tmp / "model.safetensors")
-                shutil.copyfile(root / REWIND_STATE, tmp / "trainer_state.json")
+                shutil.copyfile(self.run.rewind_state, tmp / "trainer_state.json")
         self.accelerator.wait_for_everyone()
         return str(ckpt)
 
     def _save_rewind_point(self, state) -> None:
         if self.is_world_process_zero():
-            save_state(self.model, self.run_dir / REWIND_WEIGHTS, metadata={"step": state.global_step})
-            state.save_to_json(str(self.run_dir / (REWIND_STATE + ".tmp")))
-            os.replace(self.run_dir / (REWIND_STATE + ".tmp"), self.run_dir / REWIND_STATE)
+            save_state(self.model, self.run.rewind, metadata={"step": state.global_step})
+            with atomic_path(self.run.rewind_state) as tmp:
+                state.save_to_json(tmp)
 
     # ------------------------------------------------------------------ run bookkeeping
     def run_config(self, total_steps: int) -> dict:
         return {
             "lottery_rg_version": __version__,
             "model": {"family": self.family.name, **self.family.architecture(self.model)},
-            "lottery": self.lottery_args.settings(),
+            "lottery": self.settings.to_dict(),
             "levels": self.lottery_args.levels,
             "prunable": self.prunable,
             "info": self.run_info,
@@ -597,8 +447,7 @@ class LotteryTrainer(Trainer):
         }
 
     def _check_or_write_run_config(self, total_steps: int) -> None:
-        root = self.run_dir
-        path = root / RUN_CONFIG
+        root, path = self.run_dir, self.run.config
         new = json.loads(json.dumps(self.run_config(total_steps), default=str))  # compare as it reads back
         if path.is_file():
             old = read_json(path)
@@ -618,29 +467,18 @@ class LotteryTrainer(Trainer):
             if old.get("training", {}).get("steps_per_level") != total_steps:
                 raise ValueError(f"{root} holds a run with {old['training']['steps_per_level']} steps per level, "
                                  f"this one has {total_steps}; use another --output_dir")
-        elif any(root.glob("level_[0-9][0-9]")):
-            raise ValueError(f"{root} holds level directories but no {RUN_CONFIG}: not a lottery_rg run")
+        elif self.run.has_levels():
+            raise ValueError(f"{root} holds level directories but no {path.name}: not a lottery_rg run")
         self.accelerator.wait_for_everyone()  # every process has checked before the file changes
         if self.is_world_process_zero() and (not path.is_file() or read_json(path).get("levels") != new["levels"]):
             root.mkdir(parents=True, exist_ok=True)
             write_json(path, new)  # new run, or the same run extended to more levels
         self.accelerator.wait_for_everyone()
 
-    def _load_or_create_flow(self):
-        from .flow import IMPFlow
-
-        path = self.run_dir / "flow.json"
-        if path.is_file():
-            return IMPFlow.load(path)
-        la = self.lottery_args
-        schedule = {"prune_fraction": la.prune_fraction, "schedule": la.schedule, "pruning": la.pruning,
-                    "rewind_steps": la.rewind_steps}
-        return IMPFlow.from_model(self.model, self.prunable, schedule=schedule)
-
-    def _write_summary(self, result: LotteryResult) -> None:
-        from .summary import write_run_summary
-
-        write_run_summary(result, self.flow)
+    def _load_or_create_flow(self) -> IMPFlow:
+        if self.run.flow.is_file():
+            return IMPFlow.load(self.run.flow)
+        return IMPFlow.from_model(self.model, self.prunable, schedule=self.settings.schedule_dict())
 
 
 def _command_line() -> str:
@@ -648,17 +486,6 @@ def _command_line() -> str:
     import sys
 
     return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
-
-
-def _file_seed(path: Path) -> int | None:
-    """The ``seed`` a stability copy was trained with (safetensors metadata)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return int((f.metadata() or {}).get("seed"))
-    except (OSError, ValueError, TypeError, SafetensorError):  # missing, corrupt, or without a seed: train again
-        return None
 
 
 def _gather_digests(digest: str) -> list[str]:

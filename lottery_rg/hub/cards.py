@@ -1,0 +1,102 @@
+"""Model cards of tickets and flows, rendered from the templates in ``model_cards/`` with Hub metadata.
+
+The card functions take the ticket or flow object and only read it, so this module sits below both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard_data import EvalResult
+
+from ..pruning.masks import surviving
+from ..run import LotteryResult
+
+__all__ = ["TICKET_TAGS", "card_template", "ticket_card", "flow_card"]
+
+TICKET_TAGS = ["lottery-ticket", "pruning", "sparsity", "imp-flow", "lottery_rg"]
+
+
+def card_template(name: str) -> str:
+    """Path of a card template shipped in ``model_cards/``."""
+    path = Path(__file__).resolve().parents[1] / "model_cards" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"model card template {name} is missing from {path.parent}")
+    return str(path)
+
+
+class _Settings(dict):
+    """Attribute access for Jinja (``lottery.pruning``), empty string for missing keys."""
+
+    def __getattr__(self, key):
+        return self.get(key, "")
+
+
+def ticket_card(ticket, repo_id: str | None = None, plots: list[str] | None = None) -> ModelCard:
+    """The model card of a :class:`~lottery_rg.LotteryTicket` (metadata, levels, eigenvalues, plots, usage)."""
+    arch = ticket.architecture()
+    library = ticket.family.library
+    name = arch.get("architecture", "model")
+    dataset = ticket.info.get("dataset")
+    task = ticket.family.task(ticket.model)
+    eval_results = []
+    current = next((r for r in ticket.metrics if r["level"] == ticket.level), None)
+    acc = (current or {}).get("metrics", {}).get("eval_accuracy")
+    if acc is not None:
+        eval_results.append(EvalResult(task_type=task, dataset_type=dataset or "unknown",
+                                       dataset_name=dataset or "unknown", metric_type="accuracy",
+                                       metric_value=round(float(acc), 6),
+                                       metric_name="masked-token accuracy" if task == "fill-mask" else "accuracy"))
+    base = ticket.info.get("base_model")
+    card_data = ModelCardData(
+        library_name="lottery_rg", tags=sorted(set(TICKET_TAGS + [library, ticket.family.name])),
+        base_model=base if base and "/" in str(base) else None,
+        datasets=[dataset] if dataset and "/" in str(dataset) else None,
+        pipeline_tag=task, model_name=f"{name}-lottery-ticket-level{ticket.level}",
+        eval_results=eval_results or None,
+    )
+    flow = ticket.flow
+    eigen = flow.eigenvalues("block").to_markdown() if flow is not None and len(flow.levels) >= 3 else ""
+    table = LotteryResult(Path("."), ticket.metrics).to_markdown() if ticket.metrics else "(not recorded)"
+    headline = {}
+    if acc is not None:
+        headline["accuracy at this level" if task != "fill-mask" else "masked-token accuracy"] = f"{100 * acc:.2f} %"
+    for key, what in (("stability", ""), ("stability_bn", ", BatchNorm recalibrated")):
+        stab = ticket.info.get(key)
+        if isinstance(stab, dict) and "instability" in stab:
+            headline[f"instability to SGD noise (linear mode connectivity{what})"] = (
+                f"{stab['instability']:.2f} points ({'stable' if stab.get('stable') else 'unstable'})")
+    dense = next((r for r in ticket.metrics if r["level"] == 0), None)
+    dense_acc = (dense or {}).get("metrics", {}).get("eval_accuracy")
+    if dense_acc is not None:
+        headline["dense accuracy (level 0)"] = f"{100 * dense_acc:.2f} %"
+    counts = surviving(ticket.mask)
+    return ModelCard.from_template(
+        card_data, template_path=card_template("ticket_card.md"), model_name=card_data.model_name,
+        architecture=name, family=ticket.family.name, library=library, dataset=dataset, level=ticket.level,
+        levels=max((r["level"] for r in ticket.metrics), default=ticket.level), density=ticket.density,
+        surviving=sum(counts.values()), prunable_total=sum(m.numel() for m in ticket.mask.values()),
+        lottery=_Settings(ticket.lottery), headline_metrics=headline, levels_table=table, eigen_table=eigen,
+        plots=plots or [], command=ticket.info.get("command") or "(not recorded)",
+        repo_id=repo_id or "<this folder or repo id>", has_trained=ticket.trained_state is not None,
+    )
+
+
+def flow_card(flow, plots: list[str], repo_id: str | None = None, schema_version: int = 1) -> ModelCard:
+    """The card of an :class:`~lottery_rg.IMPFlow` shared on its own."""
+    eigen, stages = "(fewer than 3 levels)", "(fewer than 3 levels)"
+    if len(flow.levels) >= 3:
+        eigen, stages = flow.eigenvalues("block").to_markdown(), flow.eigenvalues("stage").to_markdown()
+    family = flow.model.get("family", "")
+    arch = flow.model.get("architecture", flow.label)
+    data = ModelCardData(library_name="lottery_rg", tags=["imp-flow", "lottery-ticket", "pruning", family],
+                         model_name=f"{arch}-imp-flow")
+    sched = flow.schedule
+    return ModelCard.from_template(
+        data, template_path=card_template("flow_card.md"), model_name=data.model_name, architecture=arch,
+        family=family, levels=len(flow.levels), density=float(flow.densities().iloc[-1]) if flow.levels else 1.0,
+        schedule=f"{sched.get('pruning', '?')}, {sched.get('schedule', '?')}, {sched.get('prune_fraction', '?')} "
+                 f"per level, rewind step {sched.get('rewind_steps', '?')}",
+        eigen_table=eigen, stage_table=stages, plots=plots, schema_version=schema_version,
+        repo_id=repo_id or "<repo id>")

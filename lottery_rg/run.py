@@ -1,0 +1,187 @@
+"""The run directory: every file of an IMP run in one place, and the records it holds.
+
+A run directory is what ``LotteryTrainer.run_imp`` writes and what the flow, tickets,
+the stability analysis and the elastic experiment read::
+
+    RUN/
+    ├── lottery_config.json      RunDir.config        settings of the run (a re-run must match)
+    ├── rewind.safetensors       RunDir.rewind        θ_k: parameters and buffers at the rewind step
+    ├── rewind_state.json        RunDir.rewind_state  the TrainerState at step k (k > 0)
+    ├── level_XX/                RunDir.level(n)      written atomically: complete or absent
+    │   ├── mask.safetensors     RunDir.mask(n)
+    │   ├── model.safetensors    RunDir.model(n)      the level's trained weights
+    │   └── metrics.json         RunDir.metrics(n)    the level record (density, metrics, digest)
+    ├── flow.json                RunDir.flow
+    ├── checkpoints/NAME/        RunDir.checkpoints(NAME)  Trainer checkpoints of unfinished work
+    ├── stability/level_XX/      RunDir.stability(n)
+    └── summary.{csv,md}, *.png  RunDir.summary_csv / summary_md
+
+No other module spells these names: ask a ``RunDir``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io import read_json
+from .plotting import markdown_table
+
+__all__ = ["RunDir", "LotteryResult", "RUN_CONFIG", "FLOW_FILE", "MASK_FILE", "MODEL_FILE", "METRICS_FILE"]
+
+RUN_CONFIG = "lottery_config.json"
+FLOW_FILE = "flow.json"
+MASK_FILE = "mask.safetensors"
+MODEL_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"
+REWIND_WEIGHTS = "rewind.safetensors"
+REWIND_STATE = "rewind_state.json"
+_LEVEL_DIR = re.compile(r"^level_(\d+)$")
+_TIMING_SUFFIXES = ("_runtime", "_per_second", "epoch", "masked_tokens")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths and records of one run directory (nothing is created by asking)."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, "root", Path(root))
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.root)
+
+    # ------------------------------------------------------------------ files of the run
+    @property
+    def config(self) -> Path:
+        return self.root / RUN_CONFIG
+
+    @property
+    def rewind(self) -> Path:
+        return self.root / REWIND_WEIGHTS
+
+    @property
+    def rewind_state(self) -> Path:
+        return self.root / REWIND_STATE
+
+    @property
+    def flow(self) -> Path:
+        return self.root / FLOW_FILE
+
+    @property
+    def summary_csv(self) -> Path:
+        return self.root / "summary.csv"
+
+    @property
+    def summary_md(self) -> Path:
+        return self.root / "summary.md"
+
+    def checkpoints(self, name: str) -> Path:
+        """Trainer checkpoints of unfinished work (a level, a retraining, a stability copy)."""
+        return self.root / "checkpoints" / name
+
+    # ------------------------------------------------------------------ levels
+    def level(self, n: int) -> Path:
+        return self.root / f"level_{int(n):02d}"
+
+    def mask(self, n: int) -> Path:
+        return self.level(n) / MASK_FILE
+
+    def model(self, n: int) -> Path:
+        return self.level(n) / MODEL_FILE
+
+    def metrics(self, n: int) -> Path:
+        return self.level(n) / METRICS_FILE
+
+    def is_complete(self, n: int) -> bool:
+        return self.metrics(n).is_file()
+
+    def level_numbers(self, require: str = METRICS_FILE) -> list[int]:
+        """Levels whose folder holds ``require`` (default: complete levels), in order."""
+        if not self.root.is_dir():
+            return []
+        found = [int(m.group(1)) for p in self.root.iterdir() if p.is_dir() and (m := _LEVEL_DIR.match(p.name))]
+        return sorted(n for n in found if (self.level(n) / require).is_file())
+
+    def has_levels(self) -> bool:
+        return self.root.is_dir() and any(_LEVEL_DIR.match(p.name) for p in self.root.iterdir())
+
+    def record(self, n: int) -> dict:
+        """The level record written by the trainer (``level``, ``density``, ``metrics``, digests, counts)."""
+        return read_json(self.metrics(n))
+
+    def records(self) -> list[dict]:
+        return [self.record(n) for n in self.level_numbers()]
+
+    def level_metrics(self, n: int) -> dict:
+        """The level's metrics: the trainer's record holds them under ``metrics``; a flat object is taken whole."""
+        path = self.metrics(n)
+        if not path.is_file():
+            return {}
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object of metrics")
+        return data["metrics"] if isinstance(data.get("metrics"), dict) else data
+
+    # ------------------------------------------------------------------ the run as a whole
+    def is_run(self) -> bool:
+        return self.config.is_file()
+
+    def read_config(self) -> dict:
+        if not self.config.is_file():
+            raise FileNotFoundError(f"{self.root} is not a lottery_rg run: no {RUN_CONFIG}")
+        return read_json(self.config)
+
+    def stability(self, n: int) -> Path:
+        return self.root / "stability" / f"level_{int(n):02d}"
+
+    def stability_records(self) -> list[Path]:
+        return sorted((self.root / "stability").glob("level_*/stability*.json"))
+
+    def result(self) -> LotteryResult:
+        return LotteryResult(self.root, self.records())
+
+
+@dataclass
+class LotteryResult:
+    """What a lottery run produced: one row per level, and where it lives on disk."""
+
+    output_dir: Path
+    levels: list[dict] = field(default_factory=list)
+    stability: list = field(default_factory=list)  # InstabilityResult per analysed level
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for rec in self.levels:
+            m = rec.get("metrics", {})
+            rows.append({"level": rec["level"], "density": rec["density"],
+                         **{k: v for k, v in m.items() if k.startswith("eval_") and isinstance(v, (int, float))
+                            and not k.endswith(_TIMING_SUFFIXES)}})
+        return rows
+
+    def to_markdown(self) -> str:
+        rows = self.rows()
+        if not rows:
+            return "(no levels)"
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        return markdown_table(cols, [[_fmt(c, r.get(c)) for c in cols] for r in rows])
+
+    def best_ticket(self, max_drop: float = 0.01, metric: str = "eval_accuracy") -> dict | None:
+        """The sparsest level whose ``metric`` is within ``max_drop`` of the dense level's."""
+        rows = [r for r in self.rows() if metric in r]
+        if not rows:
+            return None
+        dense = rows[0][metric]
+        ok = [r for r in rows if r[metric] >= dense - max_drop]
+        return min(ok, key=lambda r: r["density"]) if ok else None
+
+
+def _fmt(col, v):
+    if v is None:
+        return ""
+    if col == "density" or "accuracy" in col:
+        return f"{100 * v:.2f}%"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

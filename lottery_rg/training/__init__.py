@@ -1,0 +1,1 @@
+"""``LotteryTrainer`` (IMP with rewinding as a ``transformers.Trainer``) and its command-line dataclasses."""
