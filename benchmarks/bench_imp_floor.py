@@ -152,6 +152,11 @@ def run_lottery(a, train, test, collate, timing, out_dir):
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(StepTimer())
     timing["setup_trainer"] = time.perf_counter() - timing.pop("_t_setup")
+    if a.gc_freeze:  # what run_imp could do: later full collections skip every object that exists now
+        import gc
+
+        gc.collect()
+        gc.freeze()
     result = trainer.run_imp()
     return {"accuracy": [r["metrics"].get("eval_accuracy") for r in result.levels],
             "final_density": result.levels[-1]["density"]}
@@ -247,6 +252,7 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in both (the Trainer's --bf16)")
+    p.add_argument("--gc-freeze", action="store_true", help="LotteryTrainer: gc.freeze() before run_imp()")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker", choices=("floor", "lottery"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
