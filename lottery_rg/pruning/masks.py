@@ -9,6 +9,13 @@ surviving magnitudes go first and ties at the threshold are broken deterministic
 mask. The global threshold is found exactly by radix selection on the float bit
 patterns (two histogram passes), so the extra memory is per-tensor temporaries plus the
 new mask, about a third of one copy of the weights.
+
+Device: every tensor the pruning creates lives on the weights' device (CUDA weights are
+pruned on the GPU; the only host transfers are a few scalars: the NaN check, the two
+selected histogram buckets and the tie count). The result is the same bit for bit on
+every device. Masks are returned on the weights' device; ``MaskEnforcer`` moves them to the
+parameters' device and dtype; ``save_mask`` writes from any device and ``load_mask(device=)``
+reads onto any device.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from torch import nn
 __all__ = [
     "Mask", "full_mask", "mask_density", "surviving", "removal_counts", "magnitude_prune", "next_mask",
     "MaskEnforcer", "apply_mask", "save_mask", "load_mask", "check_mask", "broadcast_mask",
-    "SCHEDULES", "PRUNING_SCOPES",
+    "SCHEDULES", "PRUNING_SCOPES", "mask_digest",
 ]
 
 Mask = dict[str, torch.Tensor]
@@ -32,17 +39,53 @@ SCHEDULES = ("geometric", "linear")  # fraction of the surviving weights / of th
 PRUNING_SCOPES = ("global", "layerwise")
 
 
-def full_mask(model: nn.Module, names: list[str]) -> Mask:
-    """An all-True mask over ``names`` (the dense network, level 0)."""
+def full_mask(model: nn.Module, names: list[str], device: str | torch.device = "cpu") -> Mask:
+    """An all-True mask over ``names`` (the dense network, level 0), on ``device`` (default the CPU)."""
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing:
         raise ValueError(f"the model has no parameters named {missing[:5]}")
-    return {n: torch.ones_like(params[n], dtype=torch.bool, device="cpu") for n in names}
+    return {n: torch.ones_like(params[n], dtype=torch.bool, device=device) for n in names}
+
+
+def _counts(tensors: list[torch.Tensor]) -> list[int]:
+    """``count_nonzero`` of every tensor with one host transfer per device (not one per tensor)."""
+    out: list[int] = [0] * len(tensors)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    for idx in by_device.values():
+        values = torch.stack([torch.count_nonzero(tensors[i]) for i in idx]).tolist()
+        for i, v in zip(idx, values):
+            out[i] = int(v)
+    return out
 
 
 def surviving(mask: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    return {n: int(m.sum()) for n, m in mask.items()}
+    return dict(zip(mask, _counts(list(mask.values())))) if mask else {}
+
+
+def mask_digest(mask: Mapping[str, torch.Tensor]) -> str:
+    """A short hash of a mask, equal on two processes only if the masks are bit-identical.
+
+    Device-safe: the mask is copied to the host once, as one uint8 buffer (not tensor by
+    tensor). Same value as hashing each tensor's uint8 bytes in sorted-name order.
+    """
+    import hashlib
+
+    names = sorted(mask)
+    h = hashlib.sha256()
+    if not names:
+        return h.hexdigest()[:16]
+    flat = torch.cat([mask[n].detach().reshape(-1).to(mask[names[0]].device, torch.uint8) for n in names]).cpu()
+    data = flat.numpy()
+    start = 0
+    for n in names:
+        size = mask[n].numel()
+        h.update(n.encode())
+        h.update(data[start:start + size].tobytes())
+        start += size
+    return h.hexdigest()[:16]
 
 
 def mask_density(mask: Mapping[str, torch.Tensor]) -> float:
@@ -101,39 +144,58 @@ def magnitude_prune(
 
 
 def _magnitude_bits(w: torch.Tensor) -> torch.Tensor:
-    """|w| as int32 bit patterns: for non-negative float32, ordering the bits orders the values."""
-    return w.detach().to("cpu", torch.float32).reshape(-1).view(torch.int32) & 0x7FFFFFFF
+    """|w| as int32 bit patterns on ``w``'s device: for non-negative float32, ordering the bits orders the values.
+
+    bf16/fp16 weights are widened to float32 exactly, so the order (and the mask) is the same.
+    """
+    return w.detach().to(torch.float32).reshape(-1).view(torch.int32) & 0x7FFFFFFF
 
 
-def _kth_smallest_magnitude(weights, mask, names, k: int) -> tuple[int, int]:
+# Radix digits (bits per histogram pass, high to low; they add up to the 31 bits of |w|). On the CPU two passes
+# (2^15 and 2^16 bins). On CUDA three passes of at most 2^11 bins: torch's bincount then counts in shared memory
+# (nbins * 8 bytes < 48 KiB) instead of contended global atomics; one more read of the weights costs far less.
+RADIX_DIGITS = {"cpu": (15, 16), "cuda": (11, 10, 10)}
+
+
+def _kth_smallest_magnitude(weights, mask, names, k: int, full: dict | None = None,
+                            digits: tuple[int, ...] | None = None) -> tuple[int, int]:
     """Bit pattern of the k-th smallest surviving |w| (1-based), and how many surviving |w| are smaller.
 
-    Exact radix selection: two histogram passes over the bit patterns (high 15 bits, then
-    the low 16 bits inside the selected bucket). Only per-tensor temporaries are allocated —
-    no buffer of all the weights, no sort.
+    Exact radix selection: one histogram pass per digit of the bit patterns (high bits
+    first; each later pass counts only the weights inside the bucket selected so far). Only
+    per-tensor temporaries are allocated — no buffer of all the weights, no sort. Everything
+    stays on the weights' device; one scalar per pass (the selected bucket) and the NaN check
+    come back to the host.
     """
-
-    def alive(n: str) -> torch.Tensor:
-        bits = _magnitude_bits(weights[n])
-        m = mask[n].cpu().reshape(-1)
-        return bits if bool(m.all()) else bits[m]
-
-    high = torch.zeros(1 << 15, dtype=torch.int64)
-    for n in names:
-        high += torch.bincount(alive(n) >> 16, minlength=1 << 15)
-    if int(high[0x7F80:].sum()):
-        raise ValueError("cannot prune by magnitude: the weights contain NaN or infinity")
-    cum = high.cumsum(0)
-    hi = int(torch.searchsorted(cum, k))
-    below = int(cum[hi - 1]) if hi else 0
-    low = torch.zeros(1 << 16, dtype=torch.int64)
-    for n in names:
-        b = alive(n)
-        low += torch.bincount(b[(b >> 16) == hi] & 0xFFFF, minlength=1 << 16)
-    cum = low.cumsum(0)
-    lo = int(torch.searchsorted(cum, k - below))
-    below += int(cum[lo - 1]) if lo else 0
-    return (hi << 16) | lo, below
+    full = full if full is not None else {n: bool(mask[n].all()) for n in names}
+    device = weights[names[0]].device
+    digits = digits or RADIX_DIGITS.get(device.type, RADIX_DIGITS["cuda"])
+    if sum(digits) != 31:
+        raise ValueError(f"radix digits must add up to 31 bits, got {digits}")
+    prefix, below, done = 0, 0, 0  # selected high bits so far, surviving |w| below that bucket, bits selected
+    for step, width in enumerate(digits):
+        shift = 31 - done - width
+        hist = torch.zeros(1 << width, dtype=torch.int64, device=device)
+        for n in names:
+            bits = _magnitude_bits(weights[n])
+            keep = None if full[n] else mask[n].to(bits.device).reshape(-1)
+            if step:
+                in_bucket = (bits >> (shift + width)) == prefix
+                keep = in_bucket if keep is None else keep & in_bucket
+            if keep is not None:
+                bits = bits[keep]  # compact (a host sync on CUDA) rather than count into a contended sentinel bin
+            hist += torch.bincount((bits >> shift) & ((1 << width) - 1), minlength=1 << width).to(device)
+        cum = hist.cumsum(0)
+        if step == 0:
+            bad, d = torch.stack([hist[0x7F800000 >> shift:].sum(), torch.searchsorted(cum, k - below)]).tolist()
+            if bad:
+                raise ValueError("cannot prune by magnitude: the weights contain NaN or infinity")
+        else:
+            d = int(torch.searchsorted(cum, k - below))
+        below += int(cum[d - 1]) if d else 0
+        prefix = (prefix << width) | d
+        done += width
+    return prefix, below
 
 
 def _prune_global(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], k: int) -> Mask:
@@ -141,21 +203,24 @@ def _prune_global(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.
     for n in names:
         if tuple(weights[n].shape) != tuple(mask[n].shape):
             raise ValueError(f"mask for {n} has shape {tuple(mask[n].shape)}, weight has {tuple(weights[n].shape)}")
-    alive = [int(torch.count_nonzero(mask[n])) for n in names]
+    alive = _counts([mask[n] for n in names])
     total = sum(alive)
     if k < 0 or k >= total:
         raise ValueError(f"cannot remove {k} of the {total} surviving weights (at least one must survive)")
     if k == 0:
-        return {n: mask[n].clone() for n in names}
+        return {n: mask[n].to(weights[n].device, copy=True) for n in names}
 
-    threshold, below = _kth_smallest_magnitude(weights, mask, names, k)
+    full = {n: a == mask[n].numel() for n, a in zip(names, alive)}
+    threshold, below = _kth_smallest_magnitude(weights, mask, names, k, full)
     ties = k - below  # weights equal to the threshold still to remove, first in tensor/flat order
     out = {}
     for n in names:
-        bits, m = _magnitude_bits(weights[n]), mask[n].cpu().reshape(-1)
-        keep = m & (bits >= threshold)
+        bits = _magnitude_bits(weights[n])
+        keep = bits >= threshold
+        if not full[n]:
+            keep &= mask[n].to(bits.device).reshape(-1)
         if ties > 0:
-            eq = (m & (bits == threshold)).nonzero().flatten()[:ties]
+            eq = (keep & (bits == threshold)).nonzero().flatten()[:ties]  # one host sync per tensor, while ties last
             keep[eq] = False
             ties -= eq.numel()
         out[n] = keep.view(mask[n].shape)
@@ -181,13 +246,24 @@ class MaskEnforcer:
     def __init__(self, model: nn.Module, mask: Mapping[str, torch.Tensor]):
         params = dict(model.named_parameters())
         check_mask(mask, model)
-        pairs = [(params[n], m) for n, m in mask.items() if not bool(m.all())]
+        names = list(mask)
+        alive = _counts([mask[n] for n in names])
+        pairs = [(params[n], mask[n]) for n, a in zip(names, alive) if a != mask[n].numel()]
         self.params = [p for p, _ in pairs]
-        self.factors = [m.to(device=p.device, dtype=p.dtype) for p, m in pairs]
+        self._masks = [m for _, m in pairs]
+        self._place()
+
+    def _place(self) -> None:
+        # factors in the parameter's own device and dtype (exact 0/1 in fp32, bf16 and fp16)
+        self.factors = [m.to(device=p.device, dtype=p.dtype) for p, m in zip(self.params, self._masks)]
+        self._where = [(p.device, p.dtype) for p in self.params]
 
     @torch.no_grad()
     def apply(self) -> None:
         if self.params:
+            p = self.params[0]
+            if (p.device, p.dtype) != self._where[0]:  # the model was moved or cast after the enforcer was built
+                self._place()
             torch._foreach_mul_(self.params, self.factors)
 
 
@@ -226,8 +302,9 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike, metadat
                   metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
-def load_mask(path: str | os.PathLike, model: nn.Module | None = None) -> Mask:
-    """Read a mask, refusing files that are not safetensors, not boolean, or do not fit ``model``."""
+def load_mask(path: str | os.PathLike, model: nn.Module | None = None, device: str | torch.device = "cpu") -> Mask:
+    """Read a mask onto ``device`` (default the CPU), refusing files that are not safetensors, not boolean,
+    or do not fit ``model``."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -235,7 +312,7 @@ def load_mask(path: str | os.PathLike, model: nn.Module | None = None) -> Mask:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no mask file at {path}")
     try:
-        mask = load_file(path)
+        mask = load_file(path, device=str(torch.device(device)))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path} is not a readable safetensors mask file: {e}") from e
     check_mask(mask, model, source=path)
@@ -243,15 +320,22 @@ def load_mask(path: str | os.PathLike, model: nn.Module | None = None) -> Mask:
 
 
 def broadcast_mask(mask: Mask, src: int = 0) -> Mask:
-    """Make every process hold ``src``'s mask bit for bit (no-op outside torch.distributed)."""
+    """Make every process hold ``src``'s mask bit for bit (no-op outside torch.distributed).
+
+    One collective: the masks travel as one flat uint8 buffer on the process group's device
+    (CUDA for nccl, the CPU otherwise); each returned mask is on its input mask's device.
+    """
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not mask:
         return mask
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    out = {}
-    for name, m in mask.items():
-        t = m.to(device=device, dtype=torch.uint8).contiguous()
-        dist.broadcast(t, src=src)
-        out[name] = t.bool().cpu()
+    names = list(mask)
+    flat = torch.cat([mask[n].reshape(-1).to(device=device, dtype=torch.uint8) for n in names])
+    dist.broadcast(flat, src=src)
+    out, start = {}, 0
+    for n in names:
+        m = mask[n]
+        out[n] = flat[start:start + m.numel()].view(m.shape).to(device=m.device, dtype=torch.bool)
+        start += m.numel()
     return out

@@ -1,0 +1,315 @@
+"""IMP with rewinding: ``LotteryTrainer.run_imp()`` vs a minimal hand-written PyTorch loop (the floor).
+
+Both do the same work: resnet20_cifar on the embedded digits (16x16, tensor data path from
+``lottery_rg.tensor_data``, no augmentation), ``--levels`` pruned levels after the dense one,
+global magnitude pruning of 20 % of the surviving conv/fc weights per level, rewind of the
+whole state to step ``--rewind`` (fresh optimizer, learning-rate schedule resumed there),
+SGD (momentum 0.9, weight decay 5e-4, lr 0.05, linear decay, gradient clipping at 1.0 — the
+Trainer's defaults), the mask multiplied in after every step, one evaluation per level.
+
+The floor is ~80 lines of plain PyTorch: no checkpoints, no files, no callbacks. Every
+variant runs in a fresh subprocess (alternating floor, lottery, lottery, floor, ...) that
+reports: interpreter start-up + imports, set-up (data, model, trainer), the IMP run, and inside
+it the time in optimizer steps (forward, backward, clipping, step, mask) — the rest of the run
+is the per-level overhead (data loading, evaluation, level bookkeeping, pruning, I/O).
+
+    .venv/bin/python benchmarks/bench_imp_floor.py            # quick: 512 images, 2 epochs/level, 2 repeats
+    .venv/bin/python benchmarks/bench_imp_floor.py --train-samples 1437 --epochs 3 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+T_START = time.perf_counter()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---------------------------------------------------------------------------- worker: common
+def load_data(a):
+    from lottery_rg.cifar_resnet import CIFAR_MEAN, CIFAR_STD
+    from lottery_rg.image_data import embedded_digits
+    from lottery_rg.tensor_data import tensor_image_splits
+
+    dsd = embedded_digits(image_size=a.image_size)
+    dsd["train"] = dsd["train"].select(range(min(a.train_samples, len(dsd["train"]))))
+    return tensor_image_splits(dsd, a.image_size, CIFAR_MEAN, CIFAR_STD, device=a.device if a.device != "cpu" else None)
+
+
+def sync(device):
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------- the floor
+def run_floor(a, train, test, timing):
+    import math
+
+    import timm
+    import torch
+    import torch.nn.functional as F
+
+    from lottery_rg.families import prunable_parameters
+
+    dev = torch.device(a.device)
+    torch.manual_seed(a.seed)
+    model = timm.create_model(a.model).to(dev)
+    names = prunable_parameters(model)
+    params = dict(model.named_parameters())
+    mask = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
+    x, y = train.pixels.to(dev), train.labels.to(dev)
+    steps_per_epoch = math.ceil(len(y) / a.batch_size)
+    total = steps_per_epoch * a.epochs
+    rewind = None
+    accs = []
+    for level in range(a.levels + 1):
+        if level:  # prune 20 % of the surviving weights, smallest |w| over all tensors (one threshold)
+            alive = torch.cat([params[n].detach()[mask[n]].abs() for n in names])
+            k = math.ceil(0.2 * alive.numel())
+            thr = alive.kthvalue(k).values
+            mask = {n: mask[n] & (params[n].detach().abs() > thr) for n in names}
+            model.load_state_dict(rewind)
+        with torch.no_grad():
+            for n in names:
+                params[n].mul_(mask[n])
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (total - s) / total))
+        start = a.rewind if level else 0
+        for _ in range(start):
+            sched.step()
+        g = torch.Generator().manual_seed(a.seed)
+        model.train()
+        for step in range(start, total):
+            if step % steps_per_epoch == 0 or step == start:
+                perm = torch.randperm(len(y), generator=g).to(dev)
+            i = step % steps_per_epoch
+            idx = perm[i * a.batch_size:(i + 1) * a.batch_size]
+            xb, yb = x[idx], y[idx]
+            sync(a.device)
+            t0 = time.perf_counter()
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+                loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                for n in names:
+                    params[n].mul_(mask[n])
+            opt.zero_grad(set_to_none=True)
+            sync(a.device)
+            timing["steps"] += time.perf_counter() - t0
+            timing["n_steps"] += 1
+            if level == 0 and step + 1 == a.rewind:
+                rewind = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.eval()
+        with torch.no_grad():
+            correct = sum(int((model(test.pixels[j:j + 256].to(dev)).argmax(-1) == test.labels[j:j + 256].to(dev))
+                              .sum()) for j in range(0, len(test), 256))
+        accs.append(correct / len(test))
+        assert all(not params[n].detach()[~mask[n]].any() for n in names)
+    density = sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+    return {"accuracy": accs, "final_density": density}
+
+
+# ---------------------------------------------------------------------------- LotteryTrainer
+def run_lottery(a, train, test, collate, timing, out_dir):
+    import timm
+    import torch
+    from transformers import PrinterCallback, TrainerCallback, TrainingArguments
+
+    from lottery_rg import LotteryArguments, LotteryTrainer
+    from lottery_rg.image_data import accuracy_metrics
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            sync(a.device)
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            sync(a.device)
+            timing["steps"] += time.perf_counter() - self.t0
+            timing["n_steps"] += 1
+
+    torch.manual_seed(a.seed)
+    model = timm.create_model(a.model)
+    args = TrainingArguments(
+        output_dir=out_dir, num_train_epochs=a.epochs, per_device_train_batch_size=a.batch_size,
+        per_device_eval_batch_size=256, learning_rate=0.05, optim="sgd", optim_args="momentum=0.9",
+        weight_decay=5e-4, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        dataloader_pin_memory=False, seed=a.seed, use_cpu=a.device == "cpu", bf16=a.bf16)
+    trainer = LotteryTrainer(model=model, args=args, lottery_args=LotteryArguments(levels=a.levels, rewind_steps=a.rewind),
+                             train_dataset=train, eval_dataset=test, data_collator=collate,
+                             compute_metrics=accuracy_metrics)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(StepTimer())
+    timing["setup_trainer"] = time.perf_counter() - timing.pop("_t_setup")
+    if a.gc_freeze:  # what run_imp could do: later full collections skip every object that exists now
+        import gc
+
+        gc.collect()
+        gc.freeze()
+    result = trainer.run_imp()
+    return {"accuracy": [r["metrics"].get("eval_accuracy") for r in result.levels],
+            "final_density": result.levels[-1]["density"]}
+
+
+def worker(a) -> None:
+    import gc
+    import tempfile
+
+    t_imp = time.perf_counter()
+    import torch
+    import transformers  # noqa: F401
+
+    import lottery_rg  # noqa: F401  (registers the CIFAR ResNets in timm)
+    from lottery_rg import LotteryTrainer  # noqa: F401
+
+    torch.set_num_threads(a.threads)
+    transformers.logging.set_verbosity_error()
+    import logging
+
+    logging.getLogger("lottery_rg").setLevel(logging.WARNING)
+    imports = time.perf_counter() - t_imp
+    timing = {"steps": 0.0, "n_steps": 0, "gc": 0.0, "n_gc": 0}
+    collect = gc.collect
+
+    def timed_collect(*args, **kw):  # what the Trainer's free_memory / release_memory cost per level
+        t = time.perf_counter()
+        try:
+            return collect(*args, **kw)
+        finally:
+            timing["gc"] += time.perf_counter() - t
+            timing["n_gc"] += 1
+
+    gc.collect = timed_collect
+    t0 = time.perf_counter()
+    train, test, collate = load_data(a)
+    data = time.perf_counter() - t0
+    timing["_t_setup"] = time.perf_counter()
+    t1 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null:
+        stdout, sys.stdout = sys.stdout, null
+        try:
+            res = run_floor(a, train, test, timing) if a.worker == "floor" else \
+                run_lottery(a, train, test, collate, timing, tmp)
+        finally:
+            sys.stdout = stdout
+    run = time.perf_counter() - t1
+    setup = timing.pop("setup_trainer", 0.0)
+    timing.pop("_t_setup", None)
+    print("RESULT " + json.dumps({"imports": imports, "data": data, "setup": setup, "run": run - setup,
+                                  "since_script_start": time.perf_counter() - T_START, **timing, **res}))
+
+
+# ---------------------------------------------------------------------------- parent
+def measure(a, variant: str) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant] + a.passthrough
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not line:
+        raise RuntimeError(f"{variant} worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    r = json.loads(line[-1][7:])
+    r["process"] = wall
+    r["startup"] = wall - r["since_script_start"] + r["imports"]  # interpreter + imports
+    return r
+
+
+IMPORTS = {"floor": "import torch, timm, torchvision", "lottery": "from lottery_rg import LotteryTrainer"}
+
+
+def import_time(a, variant: str) -> float:
+    """Wall seconds of a fresh interpreter that only imports what the variant needs."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": str(a.threads)}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", IMPORTS[variant]], check=True, env=env, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="resnet20_cifar")
+    p.add_argument("--image-size", type=int, default=16)
+    p.add_argument("--train-samples", type=int, default=512)
+    p.add_argument("--epochs", type=int, default=2, help="epochs per level")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--levels", type=int, default=3, help="pruned levels after the dense one")
+    p.add_argument("--rewind", type=int, default=4, help="rewind step k")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast in both (the Trainer's --bf16)")
+    p.add_argument("--gc-freeze", action="store_true", help="LotteryTrainer: gc.freeze() before run_imp()")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--worker", choices=("floor", "lottery"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    a.passthrough = [x for i, x in enumerate(argv) if x != "--worker" and (i == 0 or argv[i - 1] != "--worker")]
+    return a
+
+
+def summarize(results: dict, a) -> tuple[str, dict]:
+    levels = a.levels + 1
+    med = {v: {k: statistics.median(r[k] for r in rs) for k in ("process", "bare_imports", "startup", "data", "setup", "run", "steps",
+                                                                  "gc")}
+           for v, rs in results.items()}
+    for v in med:
+        med[v]["overhead_per_level"] = (med[v]["run"] - med[v]["steps"]) / levels
+        med[v]["n_steps"] = results[v][0]["n_steps"]
+        med[v]["accuracy"] = results[v][0]["accuracy"]
+        med[v]["final_density"] = results[v][0]["final_density"]
+    f, l = med["floor"], med["lottery"]
+    rows = [("whole process (wall s)", "process"), ("interpreter + own imports only (s)", "bare_imports"),
+            ("start-up + imports in the worker (s)", "startup"), ("data (decode once, s)", "data"),
+            ("trainer/model set-up (s)", "setup"), ("IMP run (s)", "run"), ("  in optimizer steps (s)", "steps"),
+            ("  overhead per level, outside steps (s)", "overhead_per_level"), ("  gc.collect inside the run (s)", "gc")]
+    out = ["| measure | floor (plain PyTorch) | LotteryTrainer | ratio |", "|---|---:|---:|---:|"]
+    for label, k in rows:
+        ratio = l[k] / f[k] if f[k] else float("nan")
+        out.append(f"| {label} | {f[k]:.3f} | {l[k]:.3f} | {ratio:.2f} |")
+    out.append(f"| optimizer steps | {f['n_steps']} | {l['n_steps']} | |")
+    out.append(f"| final density | {f['final_density']:.4f} | {l['final_density']:.4f} | |")
+    return "\n".join(out), med
+
+
+def main():
+    a = parse()
+    if a.worker:
+        return worker(a)
+    print(f"{a.model} on {a.train_samples} digits {a.image_size}px, {a.levels + 1} levels x {a.epochs} epochs, "
+          f"batch {a.batch_size}, rewind to step {a.rewind}, {a.threads} thread(s), device {a.device}, "
+          f"{a.repeats} repeat(s); load average {os.getloadavg()[0]:.2f}", flush=True)
+    results = {"floor": [], "lottery": []}
+    for r in range(a.repeats):
+        order = ("floor", "lottery") if r % 2 == 0 else ("lottery", "floor")
+        for v in order:
+            res = measure(a, v)
+            res["bare_imports"] = import_time(a, v)
+            results[v].append(res)
+            print(f"  repeat {r + 1} {v:8s}: process {res['process']:.2f} s, run {res['run']:.2f} s, steps "
+                  f"{res['steps']:.2f} s ({res['n_steps']} steps), accuracy per level "
+                  f"{', '.join(f'{x:.3f}' for x in res['accuracy'])}", flush=True)
+    table, med = summarize(results, a)
+    print()
+    print(table)
+    f, l = med["floor"], med["lottery"]
+    print(f"\nwhole-run ratio LotteryTrainer/floor: {l['process'] / f['process']:.2f} (process), "
+          f"{l['run'] / f['run']:.2f} (IMP run only); per-step ratio "
+          f"{(l['steps'] / l['n_steps']) / (f['steps'] / f['n_steps']):.3f}; load average {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The core on whatever device is available (CUDA if present, else the CPU).
+
+Pruning on the device must give the CPU's mask bit for bit (ties included), the
+``MaskEnforcer`` must keep pruned weights at zero on the device in fp32 and bf16, and a tiny
+``LotteryTrainer`` run must leave its masks zero there. Tests marked ``gpu`` say something
+only on CUDA and are skipped without it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lottery_rg.masks import (
+    MaskEnforcer, RADIX_DIGITS, _kth_smallest_magnitude, load_mask, magnitude_prune, mask_digest, next_mask,
+    removal_counts, save_mask,
+)
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def tied_weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Weights with many equal magnitudes (values from a small grid, both signs) plus exact zeros."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"a.weight": (64, 32), "b.weight": (16, 3, 3, 3), "c.weight": (10, 64), "d.weight": (7,)}
+    out = {}
+    for n, shape in shapes.items():
+        grid = torch.randint(0, 9, shape, generator=g).float() * 0.125
+        sign = torch.randint(0, 2, shape, generator=g).float() * 2 - 1
+        out[n] = grid * sign
+    return out
+
+
+def cpu_masks(weights, levels=3, scope="global"):
+    mask = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
+    out = []
+    for _ in range(levels):
+        mask = next_mask(weights, mask, 0.2, scope=scope)
+        out.append(mask)
+    return out
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prune_on_device_equals_cpu(scope, dtype):
+    weights = {n: w.to(dtype) for n, w in tied_weights().items()}
+    expected = cpu_masks(weights, scope=scope)
+    on_dev = {n: w.to(DEVICE) for n, w in weights.items()}
+    mask = {n: torch.ones_like(w, dtype=torch.bool) for n, w in on_dev.items()}
+    for level, ref in enumerate(expected, 1):
+        counts = removal_counts(mask, 0.2, scope=scope)
+        mask = next_mask(on_dev, mask, 0.2, scope=scope)
+        assert all(m.device.type == DEVICE.type for m in mask.values()), "the mask must stay on the weights' device"
+        for n in ref:
+            assert torch.equal(mask[n].cpu(), ref[n]), f"level {level}, {n}: device mask differs from the CPU's"
+        assert mask_digest(mask) == mask_digest(ref)
+        removed = sum(counts.values()) if isinstance(counts, dict) else counts
+        assert removed > 0
+
+
+def test_cpu_mask_with_device_weights_and_radix_digits():
+    """A CPU mask with device weights, and every radix-digit split, select the same threshold."""
+    weights = tied_weights(1)
+    mask = cpu_masks(weights, levels=1)[0]
+    names = list(weights)
+    for k in (1, 17, 500, 1500):
+        ref = _kth_smallest_magnitude(weights, mask, names, k, digits=RADIX_DIGITS["cpu"])
+        for digits in RADIX_DIGITS.values():
+            dev = {n: w.to(DEVICE) for n, w in weights.items()}
+            assert _kth_smallest_magnitude(dev, mask, names, k, digits=digits) == ref
+    dev_mask = magnitude_prune({n: w.to(DEVICE) for n, w in weights.items()}, mask, 300)
+    cpu_mask = magnitude_prune(weights, mask, 300)
+    assert all(torch.equal(dev_mask[n].cpu(), cpu_mask[n]) for n in names)
+
+
+def test_mask_io_on_device(tmp_path):
+    mask = {n: m.to(DEVICE) for n, m in cpu_masks(tied_weights(2), levels=2)[-1].items()}
+    save_mask(mask, tmp_path / "m.safetensors")
+    back = load_mask(tmp_path / "m.safetensors")
+    assert all(m.device.type == "cpu" for m in back.values())
+    on_dev = load_mask(tmp_path / "m.safetensors", device=DEVICE)
+    assert all(m.device.type == DEVICE.type for m in on_dev.values())
+    assert mask_digest(back) == mask_digest(on_dev) == mask_digest(mask)
+
+
+def _digest_reference(mask):  # the digest trainer.py has always written to metrics.json
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(mask):
+        h.update(name.encode())
+        h.update(mask[name].cpu().to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_mask_digest_matches_the_recorded_one():
+    mask = cpu_masks(tied_weights(3), levels=2)[-1]
+    mask["b.weight"] = mask["b.weight"].transpose(0, 1)  # non-contiguous
+    assert mask_digest(mask) == _digest_reference(mask)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("optim", ["sgd", "adamw"])
+def test_enforcer_keeps_zeros_on_device(dtype, optim):
+    torch.manual_seed(0)
+    model = Net().to(DEVICE, dtype)
+    weights = {n: p.detach() for n, p in model.named_parameters() if n.endswith("weight")}
+    full = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
+    mask = next_mask(weights, full, 0.6)
+    enforcer = MaskEnforcer(model, mask)
+    assert all(f.device.type == DEVICE.type and f.dtype == dtype for f in enforcer.factors)
+    enforcer.apply()
+    opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4) if optim == "sgd"
+           else torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01))
+    x = torch.randn(16, 3, 8, 8, device=DEVICE, dtype=dtype)
+    y = torch.randint(0, 10, (16,), device=DEVICE)
+    for _ in range(5):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x).float(), y).backward()
+        opt.step()
+        enforcer.apply()
+        params = dict(model.named_parameters())
+        for n, m in mask.items():
+            assert not params[n][~m.to(DEVICE)].any(), f"{n}: a pruned weight came back after {optim}"
+            assert params[n][m.to(DEVICE)].any()
+
+
+def test_enforcer_follows_a_moved_or_cast_model():
+    model = Net()
+    weights = {n: p.detach() for n, p in model.named_parameters() if n.endswith("weight")}
+    mask = next_mask(weights, {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}, 0.5)
+    enforcer = MaskEnforcer(model, mask)
+    model.to(DEVICE, torch.bfloat16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+    enforcer.apply()
+    assert all(f.device.type == DEVICE.type and f.dtype == torch.bfloat16 for f in enforcer.factors)
+    params = dict(model.named_parameters())
+    assert all(not params[n][~m.to(DEVICE)].any() for n, m in mask.items())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: pruning CUDA weights on the GPU")
+def test_cuda_pruning_stays_on_the_gpu():
+    """No copy of the weights to the host: the host memory in use does not grow by the weights' size."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    weights = {f"w{i}": torch.randn(1024, 4096, device="cuda", generator=g) for i in range(8)}  # 128 MiB
+    mask = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
+    torch.cuda.synchronize()
+    out = next_mask(weights, mask, 0.2)
+    out = next_mask(weights, out, 0.2)
+    torch.cuda.synchronize()
+    assert all(m.is_cuda for m in out.values())
+    ref = next_mask({n: w.cpu() for n, w in weights.items()}, {n: m.cpu() for n, m in mask.items()}, 0.2)
+    ref = next_mask({n: w.cpu() for n, w in weights.items()}, ref, 0.2)
+    assert all(torch.equal(out[n].cpu(), ref[n]) for n in ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: mixed precision on the GPU")
+def test_cuda_enforcer_under_autocast():
+    torch.manual_seed(0)
+    model = Net().cuda()
+    weights = {n: p.detach() for n, p in model.named_parameters() if n.endswith("weight")}
+    mask = next_mask(weights, {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}, 0.8)
+    enforcer = MaskEnforcer(model, mask)
+    enforcer.apply()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x, y = torch.randn(32, 3, 8, 8, device="cuda"), torch.randint(0, 10, (32,), device="cuda")
+    for _ in range(5):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        enforcer.apply()
+    params = dict(model.named_parameters())
+    assert all(not params[n][~m.cuda()].any() for n, m in mask.items())
+
+
+def test_tiny_lottery_run_on_device(tmp_path):
+    from utils import make_trainer
+
+    trainer = make_trainer(tmp_path / "run", lottery={"levels": 2}, train_samples=64,
+                           use_cpu=DEVICE.type == "cpu", per_device_eval_batch_size=64)
+    assert trainer.args.device.type == DEVICE.type
+    result = trainer.run_imp()
+    assert [round(r["density"], 4) for r in result.levels] == [1.0, 0.8, 0.64]
+    from lottery_rg.io import state_from_file
+
+    for level in (1, 2):
+        d = tmp_path / "run" / f"level_{level:02d}"
+        mask = load_mask(d / "mask.safetensors")
+        state = state_from_file(d / "model.safetensors", list(mask))
+        assert all(not state[n][~m].any() for n, m in mask.items()), f"level {level}: pruned weights not zero"
+    params = dict(trainer.model.named_parameters())
+    assert all(p.device.type == DEVICE.type for p in params.values())
+    assert all(not params[n][~m.to(DEVICE)].any() for n, m in mask.items())
