@@ -4,7 +4,7 @@ Measured side by side on the same machine (interleaved, medians of ``--repeats``
 
 * ``pil``: the current path, ``Dataset.with_transform(ImageTransform(...))`` read by a
   ``DataLoader`` (per-image PIL decode, resize, crop/flip, ``ToTensor``, ``Normalize``);
-* ``tensor``: ``lottery_rg.tensor_data`` (decoded once; one gather + batch crop/flip per batch),
+* ``tensor``: ``lottery_rg.tasks.tensor_images`` (decoded once; one gather + batch crop/flip per batch),
   on ``--device`` (the pixels are kept there);
 * ``train step``: forward + backward + SGD step + ``MaskEnforcer.apply()`` of resnet20_cifar on
   one batch already on ``--device``.
@@ -58,11 +58,11 @@ def measure(a) -> dict:
     from torch.utils.data import DataLoader, RandomSampler
 
     import lottery_rg  # noqa: F401
-    from lottery_rg.cifar_resnet import CIFAR_MEAN, CIFAR_STD
-    from lottery_rg.image_data import ImageTransform, embedded_digits
-    from lottery_rg.masks import MaskEnforcer, next_mask
-    from lottery_rg.families import prunable_parameters
-    from lottery_rg.tensor_data import tensor_image_splits
+    from lottery_rg.models.cifar_resnet import CIFAR_MEAN, CIFAR_STD
+    from lottery_rg.models.families import prunable_parameters
+    from lottery_rg.pruning.masks import MaskEnforcer, next_mask
+    from lottery_rg.tasks.image import ImageTransform, embedded_digits
+    from lottery_rg.tasks.tensor_images import tensor_image_splits
 
     dsd = embedded_digits(image_size=a.image_size)
     train = dsd["train"]

@@ -1,7 +1,7 @@
 """IMP with rewinding: ``LotteryTrainer.run_imp()`` vs a minimal hand-written PyTorch loop (the floor).
 
 Both do the same work: resnet20_cifar on the embedded digits (16x16, tensor data path from
-``lottery_rg.tensor_data``, no augmentation), ``--levels`` pruned levels after the dense one,
+``lottery_rg.tasks.tensor_images``, no augmentation), ``--levels`` pruned levels after the dense one,
 global magnitude pruning of 20 % of the surviving conv/fc weights per level, rewind of the
 whole state to step ``--rewind`` (fresh optimizer, learning-rate schedule resumed there),
 SGD (momentum 0.9, weight decay 5e-4, lr 0.05, linear decay, gradient clipping at 1.0 — the
@@ -33,9 +33,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ---------------------------------------------------------------------------- worker: common
 def load_data(a):
-    from lottery_rg.cifar_resnet import CIFAR_MEAN, CIFAR_STD
-    from lottery_rg.image_data import embedded_digits
-    from lottery_rg.tensor_data import tensor_image_splits
+    from lottery_rg.models.cifar_resnet import CIFAR_MEAN, CIFAR_STD
+    from lottery_rg.tasks.image import embedded_digits
+    from lottery_rg.tasks.tensor_images import tensor_image_splits
 
     dsd = embedded_digits(image_size=a.image_size)
     dsd["train"] = dsd["train"].select(range(min(a.train_samples, len(dsd["train"]))))
@@ -57,7 +57,7 @@ def run_floor(a, train, test, timing):
     import torch
     import torch.nn.functional as F
 
-    from lottery_rg.families import prunable_parameters
+    from lottery_rg.models.families import prunable_parameters
 
     dev = torch.device(a.device)
     torch.manual_seed(a.seed)
@@ -127,7 +127,7 @@ def run_lottery(a, train, test, collate, timing, out_dir):
     from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 
     from lottery_rg import LotteryArguments, LotteryTrainer
-    from lottery_rg.image_data import accuracy_metrics
+    from lottery_rg.tasks.image import accuracy_metrics
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):

@@ -99,12 +99,12 @@ def imp_command(a, out_dir: Path) -> list[str]:
 
 
 def _level_files(run: Path, level: int):
+    from lottery_rg import RunDir
     from lottery_rg.io import state_from_file
-    from lottery_rg.masks import load_mask
+    from lottery_rg.pruning.masks import load_mask
 
-    d = run / f"level_{level:02d}"
-    return load_mask(d / "mask.safetensors"), state_from_file(d / "model.safetensors"), \
-        json.loads((d / "metrics.json").read_text())
+    r = RunDir(run)
+    return load_mask(r.mask(level)), state_from_file(r.model(level)), r.record(level)
 
 
 def check_imp_resume(a, work: Path) -> dict:
@@ -122,7 +122,9 @@ def check_imp_resume(a, work: Path) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(imp_command(a, killed), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    ckpts = killed / "checkpoints" / "level_01"
+    from lottery_rg import RunDir
+
+    ckpts = RunDir(killed).checkpoints("level_01")
     killed_at = None
     deadline = time.time() + a.section_timeout
     while proc.poll() is None and time.time() < deadline:
@@ -135,7 +137,7 @@ def check_imp_resume(a, work: Path) -> dict:
         time.sleep(0.02)
     proc.wait()
     log["killed_at_checkpoint_step"] = killed_at
-    log["killed_level_01_complete"] = (killed / "level_01" / "metrics.json").is_file()
+    log["killed_level_01_complete"] = RunDir(killed).is_complete(1)
     p = subprocess.run(imp_command(a, killed), cwd=ROOT, env=env(), capture_output=True, text=True,
                        timeout=a.section_timeout)
     log["killed_and_resumed_seconds"] = round(time.perf_counter() - t0, 1)
@@ -163,10 +165,10 @@ def check_imp_resume(a, work: Path) -> dict:
 def step_ratio(a, kind: str, work: Path) -> dict:
     import copy
 
+    import bench_mask_step as bms
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    import bench_mask_step as bms
     from lottery_rg import LotteryArguments, LotteryTrainer
 
     s = a.sizes
@@ -249,12 +251,12 @@ def check_step_ratio(a, work: Path) -> dict:
 
 # ---------------------------------------------------------------------------- 4. global prune
 def check_global_prune(a) -> dict:
+    import bench_global_prune as bgp
     import torch
     from torch import nn
     from torch.nn.utils import prune
 
-    import bench_global_prune as bgp
-    from lottery_rg.masks import next_mask
+    from lottery_rg.pruning.masks import next_mask
 
     s = a.sizes
     torch.set_num_threads(a.threads)

@@ -137,13 +137,19 @@ def load_state(model: nn.Module, path: str | os.PathLike, strict: bool = True) -
                          f"unexpected {sorted(unexpected)[:5]}")
 
 
-def state_from_file(path: str | os.PathLike, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Read some or all tensors of a safetensors file without building a model."""
-    from safetensors import safe_open
+def state_from_file(path: str | os.PathLike, names: list[str] | None = None,
+                    device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read some or all tensors of a safetensors file (onto ``device``) without building a model."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(os.fspath(path), framework="pt") as f:
-        keys = f.keys() if names is None else names
-        missing = [k for k in keys if k not in f.keys()]
-        if missing:
-            raise ValueError(f"{path} has no tensors named {missing[:5]}")
-        return {k: f.get_tensor(k) for k in keys}
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no weights file at {path}")
+    try:
+        with safe_open(os.fspath(path), framework="pt", device=str(device)) as f:
+            keys = f.keys() if names is None else names
+            missing = [k for k in keys if k not in f.keys()]
+            if missing:
+                raise ValueError(f"{path} has no tensors named {missing[:5]}")
+            return {k: f.get_tensor(k) for k in keys}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file: {e}") from e

@@ -6,6 +6,7 @@ the stability analysis and the elastic experiment read::
     RUN/
     ├── lottery_config.json      RunDir.config        settings of the run (a re-run must match)
     ├── rewind.safetensors       RunDir.rewind        θ_k: parameters and buffers at the rewind step
+    ├── init.safetensors         RunDir.init          θ_0 when k > 0 (with k = 0, rewind.safetensors is θ_0)
     ├── rewind_state.json        RunDir.rewind_state  the TrainerState at step k (k > 0)
     ├── level_XX/                RunDir.level(n)      written atomically: complete or absent
     │   ├── mask.safetensors     RunDir.mask(n)
@@ -37,6 +38,7 @@ MASK_FILE = "mask.safetensors"
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 REWIND_WEIGHTS = "rewind.safetensors"
+INIT_WEIGHTS = "init.safetensors"
 REWIND_STATE = "rewind_state.json"
 _LEVEL_DIR = re.compile(r"^level_(\d+)$")
 _TIMING_SUFFIXES = ("_runtime", "_per_second", "epoch", "masked_tokens")
@@ -62,6 +64,19 @@ class RunDir:
     @property
     def rewind(self) -> Path:
         return self.root / REWIND_WEIGHTS
+
+    @property
+    def init(self) -> Path:
+        return self.root / INIT_WEIGHTS
+
+    def initial_weights(self) -> Path:
+        """θ_0: ``init.safetensors``, or ``rewind.safetensors`` for a run that rewinds to step 0."""
+        if self.init.is_file():
+            return self.init
+        if int((self.read_config().get("lottery") or {}).get("rewind_steps", 0)) == 0:
+            return self.rewind
+        raise FileNotFoundError(f"{self.root} rewinds to a step k > 0 and holds no {INIT_WEIGHTS} (θ_0 is kept by "
+                                f"lottery_rg 0.2 and later): only θ_k is available")
 
     @property
     def rewind_state(self) -> Path:

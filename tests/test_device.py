@@ -12,9 +12,16 @@ import pytest
 import torch
 from torch import nn
 
-from lottery_rg.masks import (
-    MaskEnforcer, RADIX_DIGITS, _kth_smallest_magnitude, load_mask, magnitude_prune, mask_digest, next_mask,
-    removal_counts, save_mask,
+from lottery_rg.pruning.masks import (
+    RADIX_DIGITS,
+    MaskEnforcer,
+    _kth_smallest_magnitude,
+    load_mask,
+    magnitude_prune,
+    mask_digest,
+    next_mask,
+    removal_counts,
+    save_mask,
 )
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

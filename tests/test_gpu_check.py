@@ -6,7 +6,6 @@ import json
 import subprocess
 
 import pytest
-
 from utils import PYTHON, ROOT, subprocess_env
 
 SECTIONS = ("pytest", "imp_resume", "step_ratio", "global_prune", "imp_throughput")

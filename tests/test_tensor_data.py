@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from lottery_rg.cifar_resnet import CIFAR_MEAN, CIFAR_STD
-from lottery_rg.image_data import ImageTransform
-from lottery_rg.tensor_data import TensorImageCollator, crop_flip, tensor_image_splits
 from utils import digits
+
+from lottery_rg.models.cifar_resnet import CIFAR_MEAN, CIFAR_STD
+from lottery_rg.tasks.image import ImageTransform
+from lottery_rg.tasks.tensor_images import TensorImageCollator, crop_flip, tensor_image_splits
 
 
 def pil_batch(ds, indices, size, **kw):
@@ -48,8 +48,8 @@ def test_crop_flip_equals_torchvision():
     ours = crop_flip(x, top, left, flip, pad, train.fill)
     images = dsd["train"].select(idx)["image"]
     ref = []
-    for img, t, l, f in zip(images, top.tolist(), left.tolist(), flip.tolist()):
-        img = TF.crop(TF.pad(img.convert("RGB"), pad, fill=0), t, l, size, size)
+    for img, t, lf, f in zip(images, top.tolist(), left.tolist(), flip.tolist()):
+        img = TF.crop(TF.pad(img.convert("RGB"), pad, fill=0), t, lf, size, size)
         img = TF.hflip(img) if f else img
         ref.append(TF.normalize(TF.to_tensor(img), CIFAR_MEAN, CIFAR_STD))
     torch.testing.assert_close(ours, torch.stack(ref), atol=1e-6, rtol=0)
@@ -73,10 +73,10 @@ def test_augmentation_is_seeded_and_varies():
 
 
 def test_plugs_into_trainer_dataloader(tmp_path):
+    import timm
     from transformers import Trainer, TrainingArguments
 
     from lottery_rg import LotteryArguments, LotteryTrainer
-    import timm
 
     dsd = digits(16)
     train, test, collate = tensor_image_splits(dsd, 16, CIFAR_MEAN, CIFAR_STD, augment=True)

@@ -83,10 +83,10 @@ def imp_run(arch: str, out: Path, seed: int, data_args, lottery_args, training_a
 
 def retrain(ticket: LotteryTicket, out: Path, data_args, training_args, seed: int, dsd) -> dict:
     """Train a ticket from its rewind weights with its mask enforced; evaluate."""
-    train, test, _ = prepare_data_for_model(ticket.model, data_args, dsd)
+    train, test, _, collator = prepare_data_for_model(ticket.model, data_args, dsd, with_collator=True)
     args = with_args(training_args, output_dir=str(out), seed=seed, save_strategy="no", push_to_hub=False)
     trainer = LotteryTrainer(model=ticket.model, args=args, mask=ticket.mask, train_dataset=train, eval_dataset=test,
-                             compute_metrics=accuracy_metrics)
+                             data_collator=collator, compute_metrics=accuracy_metrics)
     trainer.remove_callback(PrinterCallback)
     t0 = time.time()
     output = trainer.train()

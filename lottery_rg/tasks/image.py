@@ -128,8 +128,12 @@ def load_image_splits(data_args):
                                image_size=data_args.image_size or 32)
 
 
-def prepare_data_for_model(model, data_args, dsd=None):
-    """Train and test splits of an image data set, transformed to the input ``model`` expects."""
+def prepare_data_for_model(model, data_args, dsd=None, with_collator: bool = False):
+    """Train and test splits of an image data set, transformed to the input ``model`` expects.
+
+    Returns ``(train, test, size)``, and the data collator as a fourth item with ``with_collator`` (None for the
+    PIL path; the batch collator of :mod:`lottery_rg.tasks.tensor_images` with ``--tensor_data``).
+    """
     from timm.data import resolve_data_config
 
     data_cfg = resolve_data_config({}, model=model)
@@ -137,9 +141,15 @@ def prepare_data_for_model(model, data_args, dsd=None):
     dsd = load_image_splits(data_args) if dsd is None else dsd
     dsd = truncate_splits(dsd, data_args.max_train_samples, data_args.max_eval_samples)
     mean, std = data_cfg["mean"], data_cfg["std"]
-    train = dsd["train"].with_transform(ImageTransform(size, mean, std, train=True, augment=data_args.augment))
-    test = dsd["test"].with_transform(ImageTransform(size, mean, std))
-    return train, test, size
+    collator = None
+    if getattr(data_args, "tensor_data", False):
+        from .tensor_images import tensor_image_splits
+
+        train, test, collator = tensor_image_splits(dsd, size, mean, std, augment=data_args.augment)
+    else:
+        train = dsd["train"].with_transform(ImageTransform(size, mean, std, train=True, augment=data_args.augment))
+        test = dsd["test"].with_transform(ImageTransform(size, mean, std))
+    return (train, test, size, collator) if with_collator else (train, test, size)
 
 
 def prepare_image_task(model_args, data_args, seed: int = 42) -> TaskSetup:
@@ -153,7 +163,11 @@ def prepare_image_task(model_args, data_args, seed: int = 42) -> TaskSetup:
     set_seed(seed)  # the initial weights θ_0 depend only on the seed
     model = load_model(model_args.model_name_or_path, num_labels=len(labels), pretrained=model_args.pretrained,
                        revision=model_args.revision)
-    train, test, size = prepare_data_for_model(model, data_args, dsd)
+    train, test, size, collator = prepare_data_for_model(model, data_args, dsd, with_collator=True)
     info = {"dataset": data_args.dataset_name or "sklearn-digits (embedded)", "image_size": size,
-            "num_labels": len(labels), "labels": labels, "model_name_or_path": model_args.model_name_or_path}
-    return TaskSetup("image-classification", model, train, test, compute_metrics=accuracy_metrics, info=info)
+            "num_labels": len(labels), "labels": labels, "model_name_or_path": model_args.model_name_or_path,
+            "mean": list(model.pretrained_cfg.get("mean", ())), "std": list(model.pretrained_cfg.get("std", ()))}
+    if collator is not None:  # augmentation draws differ between the two paths: a run must not mix them
+        info["data_path"] = "tensor"
+    return TaskSetup("image-classification", model, train, test, data_collator=collator,
+                     compute_metrics=accuracy_metrics, info=info)

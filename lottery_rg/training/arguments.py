@@ -111,6 +111,9 @@ class DataArguments:
     image_size: int | None = field(default=None, metadata={
         "help": "Side of the (square) input images; default: the model's input size."})
     augment: bool = field(default=False, metadata={"help": "Random crop and horizontal flip during training."})
+    tensor_data: bool = field(default=False, metadata={
+        "help": "Decode every image once into one tensor and crop/flip whole batches (small data sets such as the "
+                "digits or CIFAR): the data path stops limiting a GPU. Same pixels as the default PIL path."})
     max_seq_length: int = field(default=128, metadata={"help": "Sequence length for fill-mask."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked for MLM."})
     test_fraction: float = field(default=0.2, metadata={

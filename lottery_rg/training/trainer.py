@@ -20,7 +20,7 @@ How the pieces map onto the Trainer:
 
 from __future__ import annotations
 
-import hashlib
+import gc
 import json
 import logging
 import os
@@ -47,6 +47,7 @@ from ..pruning.masks import (
     full_mask,
     load_mask,
     mask_density,
+    mask_digest,
     save_mask,
     surviving,
 )
@@ -84,15 +85,6 @@ def last_complete_checkpoint(work: str | os.PathLike) -> Path | None:
                 any(p.glob("model*.safetensors")):
             return p
     return None
-
-
-def mask_digest(mask: Mask) -> str:
-    """A short hash of a mask, equal on two processes only if the masks are bit-identical."""
-    h = hashlib.sha256()
-    for name in sorted(mask):
-        h.update(name.encode())
-        h.update(mask[name].to(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 class _RewindCapture(TrainerCallback):
@@ -210,15 +202,22 @@ class LotteryTrainer(Trainer):
         self._check_or_write_run_config(total_steps)
         self.flow = self._load_or_create_flow()
         result = LotteryResult(self.run_dir)
-        for level in range(la.levels + 1):
-            if self.run.is_complete(level):
-                rec = self.run.record(level)
-                logger.info("level %d already complete (density %.4f): skipped", level, rec["density"])
-                if not any(r["level"] == level for r in self.flow.levels):  # interrupted before flow.json
-                    self.flow.add_level(level, load_mask(self.run.mask(level), self.model), rec.get("metrics"))
-            else:
-                rec = self._run_level(level)
-            result.levels.append(rec)
+        # every Trainer.train() runs a full gc.collect() (accelerate's free_memory) at its start and end; with the
+        # long-lived objects (model, data, libraries) frozen out of the collector's view, each costs a fraction
+        gc.collect()
+        gc.freeze()
+        try:
+            for level in range(la.levels + 1):
+                if self.run.is_complete(level):
+                    rec = self.run.record(level)
+                    logger.info("level %d already complete (density %.4f): skipped", level, rec["density"])
+                    if not any(r["level"] == level for r in self.flow.levels):  # interrupted before flow.json
+                        self.flow.add_level(level, load_mask(self.run.mask(level), self.model), rec.get("metrics"))
+                else:
+                    rec = self._run_level(level)
+                result.levels.append(rec)
+        finally:
+            gc.unfreeze()
         self.current_level = None
         for level in la.stability_levels or []:
             self.linear_mode_connectivity(level, seed=stability_seed, num_points=la.stability_points,
@@ -380,8 +379,10 @@ class LotteryTrainer(Trainer):
     def _mask_for_level(self, level: int) -> Mask:
         if level == 0:
             return self.initial_mask or full_mask(self.model, self.prunable)
-        prev_mask = load_mask(self.run.mask(level - 1), self.model)
-        weights = state_from_file(self.run.model(level - 1), list(prev_mask))
+        # prune where the weights live (the GPU, when there is one): no host copy of every weight
+        device = next(self.model.parameters()).device
+        prev_mask = load_mask(self.run.mask(level - 1), self.model, device=device)
+        weights = state_from_file(self.run.model(level - 1), list(prev_mask), device=device)
         return broadcast_mask(self.settings.next_mask(weights, prev_mask))
 
     def _drop_checkpoints_after(self, work: Path, last: Path | None) -> None:
@@ -398,14 +399,16 @@ class LotteryTrainer(Trainer):
 
     # ------------------------------------------------------------------ the rewind point
     def _start_dense(self) -> None:
-        """Level 0 starts from the model as given (θ_0); with k = 0 that is also the rewind point."""
-        rewind = self.run.rewind
-        if self.settings.rewind_steps == 0:
-            if rewind.is_file():
-                load_state(self.model, rewind)
-            elif self.is_world_process_zero():
-                save_state(self.model, rewind, metadata={"step": 0})
-            self.accelerator.wait_for_everyone()
+        """Level 0 starts from the model as given (θ_0); with k = 0 that is also the rewind point.
+
+        With k > 0, θ_0 is kept too (``init.safetensors``): the untrained control of the flow can start there.
+        """
+        start = self.run.rewind if self.settings.rewind_steps == 0 else self.run.init
+        if start.is_file():
+            load_state(self.model, start)
+        elif self.is_world_process_zero():
+            save_state(self.model, start, metadata={"step": 0})
+        self.accelerator.wait_for_everyone()
 
     def _rewind(self, mask: Mask, work: Path) -> str | None:
         """Put the model at θ_k ⊙ m; returns the step-k checkpoint to resume from (None for k = 0)."""

@@ -1,6 +1,6 @@
 """Small image data sets as one tensor: decode once, augment whole batches.
 
-The PIL path (:class:`lottery_rg.image_data.ImageTransform`) decodes, resizes, crops, flips
+The PIL path (:class:`lottery_rg.tasks.image.ImageTransform`) decodes, resizes, crops, flips
 and normalises every image again at every epoch, one image at a time; for digits or CIFAR
 with a CIFAR ResNet on a GPU that is slower than the training step. Here every image is
 decoded once, with exactly the same PIL resize, into one ``[N, 3, H, W]`` tensor (normalised
@@ -27,7 +27,7 @@ resumed run draw the same crops; pass ``generator=`` for an independent stream.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
