@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "json_path", "jsonable", "write_json", "read_json",
-           "save_state", "load_state", "state_from_file"]
+__all__ = ["check_safetensors", "atomic_path", "atomic_dir", "atomic_write_text", "json_path", "jsonable",
+           "write_json", "read_json", "save_state", "load_state", "state_from_file"]
 
 
 @contextlib.contextmanager
@@ -153,3 +153,37 @@ def state_from_file(path: str | os.PathLike, names: list[str] | None = None,
             return {k: f.get_tensor(k) for k in keys}
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
+
+
+def check_safetensors(path: str | os.PathLike, shapes: dict[str, tuple] | None = None) -> dict[str, tuple]:
+    """Check a safetensors file without reading its tensors: a whole header, a file exactly as long as the header
+    says (a truncated or padded file is caught), and — with ``shapes`` — exactly these tensor names and shapes.
+
+    Returns ``{name: shape}``; raises ``ValueError`` naming the file and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} is missing")
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or 8 + n > size:
+                raise ValueError(f"a header of {n} bytes does not fit a file of {size} bytes")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
+    header.pop("__metadata__", None)
+    end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    if 8 + n + end != size:
+        raise ValueError(f"{path} is damaged: its header describes {8 + n + end} bytes, the file has {size} "
+                         f"(truncated while written, or changed since)")
+    found = {k: tuple(v["shape"]) for k, v in header.items()}
+    if shapes is not None:
+        missing = sorted(set(shapes) - set(found))
+        extra = sorted(set(found) - set(shapes))
+        wrong = sorted(k for k in set(shapes) & set(found) if tuple(shapes[k]) != found[k])
+        if missing or extra or wrong:
+            raise ValueError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {extra[:5]}, "
+                             f"other shapes {wrong[:5]}")
+    return found

@@ -13,6 +13,7 @@ the stability analysis and the elastic experiment read::
     │   ├── model.safetensors    RunDir.model(n)      the level's trained weights
     │   └── metrics.json         RunDir.metrics(n)    the level record (density, metrics, digest)
     ├── flow.json                RunDir.flow
+    ├── .lottery_rg.lock         RunDir.lock_file     held (flock) by the one process that writes the run
     ├── checkpoints/NAME/        RunDir.checkpoints(NAME)  Trainer checkpoints of unfinished work
     ├── stability/level_XX/      RunDir.stability(n)
     └── summary.{csv,md}, *.png  RunDir.summary_csv / summary_md
@@ -22,26 +23,36 @@ No other module spells these names: ask a ``RunDir``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import read_json
+from .io import check_safetensors, read_json
 from .plotting import markdown_table
 
-__all__ = ["RunDir", "LotteryResult", "RUN_CONFIG", "FLOW_FILE", "MASK_FILE", "MODEL_FILE", "METRICS_FILE"]
+__all__ = ["RunDir", "LotteryResult", "RunLockedError", "RUN_CONFIG", "FLOW_FILE", "MASK_FILE", "MODEL_FILE",
+           "METRICS_FILE"]
 
 RUN_CONFIG = "lottery_config.json"
 FLOW_FILE = "flow.json"
 MASK_FILE = "mask.safetensors"
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
+LOCK_FILE = ".lottery_rg.lock"
 REWIND_WEIGHTS = "rewind.safetensors"
 INIT_WEIGHTS = "init.safetensors"
 REWIND_STATE = "rewind_state.json"
 _LEVEL_DIR = re.compile(r"^level_(\d+)$")
 _TIMING_SUFFIXES = ("_runtime", "_per_second", "epoch", "masked_tokens")
+
+
+class RunLockedError(RuntimeError):
+    """Another process writes this run directory."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,10 @@ class RunDir:
     @property
     def flow(self) -> Path:
         return self.root / FLOW_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
 
     @property
     def summary_csv(self) -> Path:
@@ -158,6 +173,72 @@ class RunDir:
 
     def result(self) -> LotteryResult:
         return LotteryResult(self.root, self.records())
+
+    def foreign_content(self) -> list[str]:
+        """Entries of an existing folder that is not (yet) a run: what writing a run into it would mix with."""
+        if not self.root.is_dir() or self.is_run():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.name != LOCK_FILE)
+
+    # ------------------------------------------------------------------ one writer
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run's write lock (an OS-level ``flock``: it dies with its holder, so ``kill -9`` leaves no
+        stale lock). A second holder is refused at once with the first one's PID and host."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+                try:
+                    h = json.loads(holder)
+                    who = f"process {h['pid']} on host {h['host']} (since {h['since']})"
+                except (ValueError, KeyError, TypeError):
+                    who = "another process"
+                raise RunLockedError(f"{self.root} is being written by {who}: one run directory has one writer. "
+                                     f"Wait for it to finish, stop it, or use another --output_dir") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+            yield self
+        finally:
+            os.close(fd)  # releases the lock
+
+    # ------------------------------------------------------------------ verification
+    def verify_level(self, n: int, model=None) -> dict:
+        """Check a completed level before building on it: readable files, shapes that fit ``model``, and the
+        mask digest stored in its record. Returns the record; raises ``ValueError`` naming the damage."""
+        from .pruning.masks import load_mask, mask_digest
+
+        fix = (f"delete {self.level(n)} to recompute that level from level {n - 1}" if n else
+               f"delete {self.level(n)} to train the dense level again")
+        try:
+            record = self.record(n)
+            if not isinstance(record, dict) or "density" not in record:
+                raise ValueError(f"{self.metrics(n)} is not a level record")
+            mask = load_mask(self.mask(n), model)
+            digest = record.get("mask_digest")
+            if digest is not None and mask_digest(mask) != digest:
+                raise ValueError(f"{self.mask(n)} does not match the digest {digest} recorded in {self.metrics(n)}")
+            found = check_safetensors(self.model(n))
+            if model is not None:
+                _check_fits(self.model(n), found, model.state_dict())
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"level {n} of {self.root} is damaged: {e}. {fix[0].upper() + fix[1:]}.") from None
+        return record
+
+
+def _check_fits(path: Path, found: dict, state: dict) -> None:
+    """``found`` (name -> shape of a file) fits the state dict; names left out must be tied to a stored one."""
+    wrong = sorted(k for k in found if k not in state or tuple(state[k].shape) != found[k])
+    stored = {state[k].data_ptr() for k in found if k in state}
+    missing = sorted(k for k in state if k not in found and state[k].data_ptr() not in stored)
+    if wrong or missing:
+        raise ValueError(f"{path} does not fit the model: unknown or reshaped {wrong[:5]}, missing {missing[:5]}")
 
 
 @dataclass

@@ -74,6 +74,9 @@ def test_resume_after_kill_9_gives_the_same_masks(tmp_path):
         assert a[level].keys() == b[level].keys()
         assert all(torch.equal(a[level][n], b[level][n]) for n in a[level]), f"level {level} masks differ"
     assert_level_dirs_complete(out)
+    # the resumed level reports the loss of the whole level, as the uninterrupted run does
+    loss = [json.loads((d / "level_01" / "metrics.json").read_text())["metrics"]["train_loss"] for d in (ref, out)]
+    assert loss[1] == pytest.approx(loss[0], rel=1e-6)
 
 
 @pytest.mark.slow

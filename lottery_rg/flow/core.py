@@ -239,7 +239,10 @@ class IMPFlow:
         data = read_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path} is not an IMP flow file")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: {e}") from None
 
     @classmethod
     def from_run_dir(cls, run_dir: str | os.PathLike) -> IMPFlow:

@@ -37,7 +37,9 @@ class LotterySettings:
                     try:
                         re.compile(pattern)
                     except re.error as e:
-                        raise ValueError(f"--{name} {pattern!r} is not a regular expression: {e}") from None
+                        raise ValueError(f"--{name} {pattern!r} is not a regular expression ({e}); give Python "
+                                         f"regular expressions matched against parameter names, e.g. "
+                                         f"'^fc\\.' or 'layer[12]\\.'") from None
         if not 0.0 < self.prune_fraction < 1.0:
             raise ValueError(f"--prune_fraction must lie strictly between 0 and 1, got {self.prune_fraction}")
         if self.pruning not in PRUNING_SCOPES:

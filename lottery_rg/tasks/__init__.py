@@ -26,10 +26,18 @@ def detect_task(name_or_path: str, revision: str | None = None) -> str:
 
 
 def prepare_task(model_args, data_args, seed: int = 42) -> TaskSetup:
-    """Load model and data for ``model_args.task`` (inferred from the model when not given)."""
+    """Load model and data for ``model_args.task`` (inferred from the model when not given).
+
+    ``info["arguments"]`` records the model and data flags: a run locks them (they change what a level computes).
+    """
+    from dataclasses import asdict
+
     task = model_args.task or detect_task(model_args.model_name_or_path, model_args.revision)
     if task == "image-classification":
-        return prepare_image_task(model_args, data_args, seed)
-    from .mlm import prepare_mlm_task
+        setup = prepare_image_task(model_args, data_args, seed)
+    else:
+        from .mlm import prepare_mlm_task
 
-    return prepare_mlm_task(model_args, data_args, seed)
+        setup = prepare_mlm_task(model_args, data_args, seed)
+    setup.info["arguments"] = {"model_arguments": asdict(model_args), "data_arguments": asdict(data_args)}
+    return setup

@@ -70,7 +70,8 @@ def load_image_datasets(
 
     if dataset_name is None:
         return embedded_digits(image_size=image_size, test_fraction=test_fraction, seed=seed)
-    if os.path.isdir(dataset_name) and os.path.isfile(os.path.join(dataset_name, "dataset_dict.json")):
+    saved = ("dataset_dict.json", "state.json")  # save_to_disk of a DatasetDict, of a single Dataset
+    if os.path.isdir(dataset_name) and any(os.path.isfile(os.path.join(dataset_name, f)) for f in saved):
         dsd = datasets.load_from_disk(dataset_name)
     else:
         dsd = datasets.load_dataset(dataset_name, dataset_config_name, revision=revision)

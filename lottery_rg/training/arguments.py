@@ -95,6 +95,8 @@ class ModelArguments:
     def __post_init__(self):
         if self.task is not None and self.task not in TASKS:
             raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}")
+        _check_range("--bert_layers", self.bert_layers, 1, 96, "encoder layers")
+        _check_range("--bert_hidden_size", self.bert_hidden_size, 8, 16384, "hidden units")
 
 
 @dataclass
@@ -129,6 +131,20 @@ class DataArguments:
             raise ValueError(f"--test_fraction must lie in (0, 1), got {self.test_fraction}")
         if not 0.0 < self.mlm_probability < 1.0:
             raise ValueError(f"--mlm_probability must lie in (0, 1), got {self.mlm_probability}")
+        if self.image_size is not None:
+            _check_range("--image_size", self.image_size, 8, 4096, "pixels per side (leave it out for the model's "
+                                                                     "input size)")
+        _check_range("--max_seq_length", self.max_seq_length, 8, 1 << 16, "tokens")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None:
+                _check_range(f"--{name}", getattr(self, name), 1, None, "examples (leave it out for all of them)")
+
+
+def _check_range(flag: str, value: int, lo: int, hi: int | None, what: str) -> None:
+    """Refuse a value outside [lo, hi] naming the flag, the value, and what would be accepted."""
+    if not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        span = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
+        raise ValueError(f"{flag} {value!r} is not usable: give a whole number {span} {what}")
 
 
 def parse_args(dataclass_types, argv=None):

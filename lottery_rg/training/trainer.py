@@ -20,11 +20,14 @@ How the pieces map onto the Trainer:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
 import os
 import shutil
+import signal
+import sys
 import warnings
 from pathlib import Path
 
@@ -52,13 +55,29 @@ from ..pruning.masks import (
     surviving,
 )
 from ..report import write_run_summary
-from ..run import LotteryResult, RunDir
+from ..run import LotteryResult, RunDir, RunLockedError
 from ..version import __version__
 from .arguments import LotteryArguments
 
-__all__ = ["LotteryTrainer", "last_complete_checkpoint"]
+__all__ = ["LotteryTrainer", "last_complete_checkpoint", "FREE_TRAINING_ARGUMENTS"]
 
 logger = logging.getLogger(__name__)
+
+# TrainingArguments that cannot change what a level computes: they may differ between the invocations of one run.
+# Every other TrainingArguments field (optimizer and its hyper-parameters, schedule, seeds, batch sizes, steps,
+# precision, data loading that draws random numbers, device) is recorded when a run starts and locked.
+FREE_TRAINING_ARGUMENTS = frozenset({
+    "output_dir", "logging_steps", "logging_strategy", "logging_first_step", "logging_nan_inf_filter", "log_level",
+    "log_level_replica", "log_on_each_node", "disable_tqdm", "report_to", "run_name", "project", "trackio_space_id",
+    "trackio_bucket_id", "trackio_static_space_id", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token",
+    "hub_private_repo", "hub_always_push", "hub_revision", "save_steps", "save_strategy", "save_total_limit",
+    "save_on_each_node", "eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "eval_accumulation_steps",
+    "eval_do_concat_batches", "eval_use_gather_object", "batch_eval_metrics", "dataloader_pin_memory",
+    "dataloader_prefetch_factor", "ddp_timeout", "ddp_find_unused_parameters", "skip_memory_metrics",
+    "resume_from_checkpoint", "do_train", "do_eval", "do_predict", "include_num_input_tokens_seen", "debug",
+    "local_rank", "torch_empty_cache_steps", "restore_callback_states_from_checkpoint", "enable_jit_checkpoint",
+})
+LOSS_FILE = "lottery_rg_loss.json"  # in a Trainer checkpoint: the training loss summed since the level began
 
 
 def last_complete_checkpoint(work: str | os.PathLike) -> Path | None:
@@ -192,7 +211,22 @@ class LotteryTrainer(Trainer):
         return self.run.root
 
     def run_imp(self) -> LotteryResult:
-        """Run (or resume) every level; returns the per-level results."""
+        """Run (or resume) every level; returns the per-level results.
+
+        The run directory has one writer: its lock is held until this returns (a second run on it stops at
+        once). Before any training, the settings are compared with the recorded ones and every completed
+        level is verified; the process stops with its launcher (``accelerate launch`` told to stop).
+        """
+        foreign = self.run.foreign_content()
+        if foreign:
+            raise ValueError(f"{self.run_dir} holds files that are not a lottery_rg run ({', '.join(foreign[:5])}); "
+                             f"nothing was written there. Choose an empty or new --output_dir")
+        with contextlib.ExitStack() as held:
+            self._hold_run_lock(held)
+            _stop_with_launcher()
+            return self._run_imp()
+
+    def _run_imp(self) -> LotteryResult:
         la, k = self.lottery_args, self.settings.rewind_steps
         total_steps = self.training_steps()
         if k >= total_steps:
@@ -200,6 +234,7 @@ class LotteryTrainer(Trainer):
                              f"({total_steps} optimizer steps per level); rewind to an earlier step")
         stability_seed = self._stability_seed(la.stability_seed) if la.stability_levels else None
         self._check_or_write_run_config(total_steps)
+        self._verify_completed_levels()
         self.flow = self._load_or_create_flow()
         result = LotteryResult(self.run_dir)
         # every Trainer.train() runs a full gc.collect() (accelerate's free_memory) at its start and end; with the
@@ -229,6 +264,33 @@ class LotteryTrainer(Trainer):
                 self.push_ticket_to_hub()
         self.accelerator.wait_for_everyone()
         return result
+
+    def _hold_run_lock(self, held: contextlib.ExitStack) -> None:
+        """Rank 0 takes the run's lock; every rank learns whether it got it (so all stop together)."""
+        error = None
+        if self.is_world_process_zero():
+            try:
+                held.enter_context(self.run.lock())
+            except RunLockedError as e:
+                error = str(e)
+        error = _broadcast_object(error)
+        if error:
+            raise RunLockedError(error)
+
+    def _verify_completed_levels(self) -> None:
+        """Every completed level is checked before anything is built on it (files, shapes, mask digest)."""
+        for level in self.run.level_numbers():
+            self.run.verify_level(level, self.model)
+        if self.settings.rewind_steps > 0 and self.run.is_complete(0):
+            from ..io import check_safetensors
+
+            for path in (self.run.rewind,):
+                try:
+                    check_safetensors(path)
+                    read_json(self.run.rewind_state)
+                except ValueError as e:
+                    raise ValueError(f"the rewind point of {self.run_dir} is damaged: {e}. Delete {self.run_dir} "
+                                     f"(every level depends on it) to start again") from None
 
     # ------------------------------------------------------------------ linear mode connectivity
     def _stability_seed(self, seed: int | None) -> int:
@@ -371,10 +433,30 @@ class LotteryTrainer(Trainer):
         # accelerate seeds the data order from torch's initial seed when the dataloader is built: every level
         # (fresh or resumed) sees the same data order, and a resumed level the order it was interrupted in
         set_seed(seed)
+        self._loss_carry = _loss_carry(last)
         try:
-            return self.train(resume_from_checkpoint=resume)
+            out = self.train(resume_from_checkpoint=resume)
         finally:
             self.args.output_dir = str(root)
+        carry_sum, carry_steps = self._loss_carry
+        self._loss_carry = None
+        if carry_steps:  # resumed mid-way: the Trainer's loss covers only the steps since the checkpoint
+            steps = self.state.global_step - self._initial_global_step
+            loss = (carry_sum + out.training_loss * steps) / (carry_steps + steps)
+            out = out._replace(training_loss=loss)
+        return out
+
+    def _save_checkpoint(self, model, trial):
+        """Also record the training loss summed since the level began, so a resumed level reports the loss of
+        the whole level (written before the Trainer's files: a checkpoint is complete only with both)."""
+        carry = getattr(self, "_loss_carry", None)
+        if carry is not None and self.is_world_process_zero():
+            ckpt = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            ckpt.mkdir(parents=True, exist_ok=True)
+            so_far = self._total_loss_scalar + float(self._tr_loss.item())
+            write_json(ckpt / LOSS_FILE, {"step": self.state.global_step, "loss_sum": carry[0] + so_far,
+                                          "steps": carry[1] + self.state.global_step - self._initial_global_step})
+        return super()._save_checkpoint(model, trial)
 
     def _mask_for_level(self, level: int) -> Mask:
         if level == 0:
@@ -435,6 +517,13 @@ class LotteryTrainer(Trainer):
                 state.save_to_json(tmp)
 
     # ------------------------------------------------------------------ run bookkeeping
+    def locked_settings(self) -> dict:
+        """Every setting that changes what a level computes, by the flag that sets it (see the README)."""
+        training = {k: v for k, v in self.args.to_dict().items() if k not in FREE_TRAINING_ARGUMENTS}
+        arguments = self.run_info.get("arguments") or {}
+        return {"training": training, "processes": {"world_size": self.args.world_size},
+                **{k: dict(v) for k, v in arguments.items()}}
+
     def run_config(self, total_steps: int) -> dict:
         return {
             "lottery_rg_version": __version__,
@@ -442,7 +531,8 @@ class LotteryTrainer(Trainer):
             "lottery": self.settings.to_dict(),
             "levels": self.lottery_args.levels,
             "prunable": self.prunable,
-            "info": self.run_info,
+            "info": {k: v for k, v in self.run_info.items() if k != "arguments"},
+            "settings": self.locked_settings(),
             "command": self.run_info.get("command") or _command_line(),
             "training": {"steps_per_level": total_steps, "seed": self.args.seed,
                          "learning_rate": self.args.learning_rate, "optim": str(self.args.optim),
@@ -467,15 +557,27 @@ class LotteryTrainer(Trainer):
                 diff = _describe_difference({k: old_data[k] for k in shared}, {k: new_data[k] for k in shared})
                 raise ValueError(f"{root} holds a lottery run on other data ({diff}); use another --output_dir "
                                  f"or delete that one")
+            changed = _changed_settings(old.get("settings"), new["settings"])
+            if changed:
+                raise ValueError(f"{root} holds a run made with other settings, and a run's settings cannot change "
+                                 f"between invocations (the levels would mix two experiments):\n  "
+                                 + "\n  ".join(changed)
+                                 + "\nRun with the recorded values, or use another --output_dir")
             if old.get("training", {}).get("steps_per_level") != total_steps:
                 raise ValueError(f"{root} holds a run with {old['training']['steps_per_level']} steps per level, "
                                  f"this one has {total_steps}; use another --output_dir")
         elif self.run.has_levels():
             raise ValueError(f"{root} holds level directories but no {path.name}: not a lottery_rg run")
         self.accelerator.wait_for_everyone()  # every process has checked before the file changes
-        if self.is_world_process_zero() and (not path.is_file() or read_json(path).get("levels") != new["levels"]):
-            root.mkdir(parents=True, exist_ok=True)
-            write_json(path, new)  # new run, or the same run extended to more levels
+        if self.is_world_process_zero():
+            old = read_json(path) if path.is_file() else None
+            if old is None or old.get("levels", 0) < new["levels"] or "settings" not in old:
+                # a new run, or the same run extended to more levels (fewer levels only read it); runs recorded
+                # before settings were locked get them recorded now
+                record = new if old is None else dict(old, levels=max(old.get("levels", 0), new["levels"]),
+                                                      settings=old.get("settings") or new["settings"])
+                root.mkdir(parents=True, exist_ok=True)
+                write_json(path, record)
         self.accelerator.wait_for_everyone()
 
     def _load_or_create_flow(self) -> IMPFlow:
@@ -510,3 +612,64 @@ def _describe_difference(old, new) -> str:
     if isinstance(old, list) and isinstance(new, list):
         return f"{len(old)} prunable tensors on disk vs {len(new)} now"
     return f"{old!r} vs {new!r}"
+
+
+def _changed_settings(old: dict | None, new: dict) -> list[str]:
+    """One line per locked setting whose recorded value differs from this invocation's."""
+    if not old:
+        return []
+    lines = []
+    for group in sorted(set(old) | set(new)):
+        a, b = old.get(group) or {}, new.get(group) or {}
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                name = "number of processes" if group == "processes" else f"--{key}"
+                lines.append(f"{name}: {a.get(key)!r} recorded, {b.get(key)!r} now")
+    return lines
+
+
+def _loss_carry(checkpoint: Path | None) -> tuple[float, int]:
+    """(loss summed since the level began, steps) at ``checkpoint``; (0, 0) for a level that starts now."""
+    if checkpoint is None or not (checkpoint / LOSS_FILE).is_file():
+        return 0.0, 0
+    data = read_json(checkpoint / LOSS_FILE)
+    return float(data["loss_sum"]), int(data["steps"])
+
+
+def _broadcast_object(obj):
+    """Rank 0's ``obj`` on every process (itself outside torch.distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _stop_with_launcher() -> None:
+    """Stop when the ``accelerate launch`` that started this process is told to stop.
+
+    With one process, ``accelerate launch`` runs the script as a child and does not forward SIGTERM (a
+    scheduler's stop) to it: the launcher would die and leave the trainer running as an orphan, beside the
+    next restart. On Linux the kernel can send the child SIGTERM when its launcher dies (``PR_SET_PDEATHSIG``);
+    it is asked to only when the parent is ``accelerate``, so a trainer started from a shell is left alone. A
+    level stopped this way resumes like any other.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    ppid = os.getppid()
+    try:
+        with open(f"/proc/{ppid}/cmdline", "rb") as f:
+            parent = f.read().split(b"\0")
+    except OSError:
+        return
+    if not any(part.endswith((b"/accelerate", b"accelerate")) or b"accelerate.commands" in part
+               for part in parent[:3]):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() != ppid:  # the launcher died before the request
+        os.kill(os.getpid(), signal.SIGTERM)
