@@ -110,7 +110,10 @@ def test_pushes_survive_a_hub_outage_and_resume(hub, tmp_path):
     class StopHub(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
             if trainer.current_level == 1:
+                from huggingface_hub.utils import close_session
+
                 hub.server.stop()
+                close_session()  # kept-alive connections would still reach the stopped server's handler threads
 
     kw = dict(push_to_hub=True, hub_model_id=repo, hub_token=hub.token)
     trainer = make_trainer(tmp_path, {"levels": 2, "push_levels": True}, callbacks=[StopHub()], **kw)
