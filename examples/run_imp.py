@@ -16,7 +16,8 @@ many::
 
 Every ``TrainingArguments`` flag works. Without ``--dataset_name`` the job runs on
 embedded data (scikit-learn's digits; for ``--task fill-mask``, Python's own docs).
-Re-running the same command resumes an interrupted run.
+Re-running the same command resumes an interrupted run, and pushes whatever did not reach
+the Hub before (the script exits with status 3 while something is not pushed).
 """
 
 import logging
@@ -32,27 +33,51 @@ from lottery_rg.tasks import prepare_task
 from lottery_rg.training.arguments import DataArguments, ModelArguments
 from lottery_rg.training.arguments import parse_args as parse_args_into
 
-logger = logging.getLogger("run_imp")
+logger = logging.getLogger("lottery_rg.run_imp")
 
 
 def parse_args(argv=None):
     return parse_args_into((ModelArguments, DataArguments, LotteryArguments, TrainingArguments), argv)
 
 
-def main(argv=None):
-    model_args, data_args, lottery_args, training_args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=logging.INFO if training_args.should_log else logging.WARNING)
+class _OncePerLevel(logging.Filter):
+    """The trainer prints each level's line to stdout; its log record of the same event is left to DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "lottery_rg.training.trainer" and str(record.msg).startswith("level %d/%d:"))
+
+
+def setup_logging(should_log: bool = True) -> None:
+    """lottery_rg's own logger at INFO (one handler, not the root's); transformers, datasets and the HTTP
+    libraries stay at WARNING, so a push does not print every request."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    handler.addFilter(_OncePerLevel())
+    library = logging.getLogger("lottery_rg")
+    library.handlers[:] = [handler]
+    library.setLevel(logging.INFO if should_log else logging.WARNING)
+    library.propagate = False
     transformers.utils.logging.set_verbosity_warning()
     datasets.utils.logging.set_verbosity_warning()
-    logging.getLogger("lottery_rg").setLevel(logging.INFO)
+    for name in ("httpx", "httpcore", "urllib3", "huggingface_hub", "filelock", "fsspec"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv=None):
+    model_args, data_args, lottery_args, training_args = parse_args(argv)
+    setup_logging(training_args.should_log)
 
     setup = prepare_task(model_args, data_args, seed=training_args.seed)
     world = training_args.world_size
     launcher = f"accelerate launch --num_processes {world}" if world > 1 else "accelerate launch"
     info = {**setup.info, "command": " ".join([launcher, *map(shlex.quote, sys.argv)])}
     trainer = LotteryTrainer(args=training_args, lottery_args=lottery_args, run_info=info, **setup.trainer_kwargs())
-    return trainer.run_imp()  # with --push_to_hub, also pushes the ticket (and with --push_levels every level)
+    result = trainer.run_imp()  # with --push_to_hub, also pushes the ticket (and with --push_levels every level)
+    failed = getattr(trainer, "push_failures", [])
+    if failed:  # the training results are on disk; running the same command again pushes what is missing
+        logger.error("not pushed to the Hub: %s (run the same command again to push)", ", ".join(failed))
+        sys.exit(3)
+    return result
 
 
 if __name__ == "__main__":

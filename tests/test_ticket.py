@@ -68,7 +68,7 @@ def test_save_and_load_back_identically(ticket, tmp_path):
 
 def test_timm_loads_the_ticket_without_lottery_rg(ticket, tmp_path):
     ticket.save_pretrained(tmp_path / "t")
-    expected = ticket.model.state_dict()
+    expected = ticket.trained_weights()  # model.safetensors: the trained weights the card describes
     overlay = timm.create_model("resnet14_cifar", pretrained=True, num_classes=10,
                                 pretrained_cfg_overlay=dict(file=str(tmp_path / "t" / "model.safetensors")))
     local = timm.create_model(f"local-dir:{tmp_path / 't'}", pretrained=True)
@@ -125,6 +125,12 @@ def test_corrupt_and_mismatched_files_are_refused_with_the_file_named(ticket, tm
     with pytest.raises(ValueError, match="model.safetensors does not fit"):
         LotteryTicket.from_pretrained(d)
 
+    for name, cut in (("rewind.safetensors", 300), ("model.safetensors", 300), ("config.json", 50)):
+        d = variant(f"truncated-{name}")
+        (d / name).write_bytes((good / name).read_bytes()[:cut])
+        with pytest.raises(ValueError, match=f"{d / name}"):
+            LotteryTicket.from_pretrained(d)
+
 
 def test_model_card_metadata_and_body(ticket, tmp_path):
     ticket.save_pretrained(tmp_path / "t")
@@ -150,7 +156,7 @@ def test_push_to_local_hub_and_load_by_repo_id(ticket, run_dir, hub):
     card = ModelCard.load(repo)
     assert card.data.library_name == "lottery_rg" and repo in card.text
     model = timm.create_model(f"hf-hub:{repo}", pretrained=True)
-    assert torch.equal(model.state_dict()["fc.weight"], ticket.model.state_dict()["fc.weight"])
+    assert torch.equal(model.state_dict()["fc.weight"], ticket.trained_weights()["fc.weight"])
 
 
 def test_push_requires_a_token(ticket, hub):
@@ -194,21 +200,38 @@ def test_trainer_pushes_every_level_and_the_final_ticket(hub, tmp_path):
     assert not any(f.startswith("checkpoint") or f.endswith((".bin", ".pt")) for f in files)
 
 
-def test_flow_alone_round_trips_through_the_hub_and_compares(run_dir, hub, tmp_path):
+def test_flow_alone_round_trips_through_the_hub_as_a_dataset(run_dir, hub, tmp_path):
+    import datasets
+    from huggingface_hub import DatasetCard
+
     from lottery_rg import IMPFlow
 
     local = IMPFlow.from_run_dir(run_dir)
     repo = hub.new_repo_id("resnet14-flow")
     local.push_to_hub(repo, token=hub.token)
-    files = set(hub.api().list_repo_files(repo))
-    assert {"flow.json", "flow_table.csv", "README.md", "eigenvalues_block.png"} <= files
+    files = set(hub.api().list_repo_files(repo, repo_type="dataset"))
+    assert {"flow.json", "data/flow_table.csv", "README.md", "eigenvalues_block.png"} <= files
     remote = IMPFlow.from_pretrained(repo)
     assert remote == local
     cmp = remote.compare(local)
     assert cmp.summary["agreement"] == 1.0 and cmp.summary["all_agree"]
-    card = ModelCard.load(repo)
-    assert card.data.library_name == "lottery_rg" and "imp-flow" in card.data.tags
-    assert "IMP-flow eigenvalues" in card.text
+    card = DatasetCard.load(repo, repo_type="dataset")
+    assert "imp-flow" in card.data.tags and "IMP-flow eigenvalues" in card.text
+    table = local.to_dataframe()
+    ds = datasets.load_dataset(repo, split="train")  # the Hub's own data-set loader, through the local Hub
+    assert ds.num_rows == len(table) and set(table.columns) <= set(ds.column_names)
+
+
+def test_flows_pushed_as_model_repos_still_load(run_dir, hub, tmp_path):
+    from lottery_rg import IMPFlow
+
+    local = IMPFlow.from_run_dir(run_dir)
+    repo = hub.create_repo("old-flow")
+    folder = tmp_path / "old"
+    folder.mkdir()
+    local.save(folder / "flow.json")
+    hub.api().upload_folder(repo_id=repo, folder_path=folder)
+    assert IMPFlow.from_pretrained(repo) == local
 
 
 def test_imagenet_style_timm_resnet_runs_imp_and_round_trips(tmp_path):
@@ -222,5 +245,5 @@ def test_imagenet_style_timm_resnet_runs_imp_and_round_trips(tmp_path):
     assert_same_ticket(ticket, back)
     plain = timm.create_model(f"local-dir:{tmp_path / 't'}", pretrained=True)
     assert type(plain).__name__ == "ResNet" and plain.fc.out_features == 10
-    expected = ticket.model.state_dict()
+    expected = ticket.trained_weights()
     assert all(torch.equal(v, expected[k]) for k, v in plain.state_dict().items())

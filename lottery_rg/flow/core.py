@@ -292,7 +292,9 @@ class IMPFlow:
 
         Local paths win; anything else is treated as a repository id and ``filename`` is
         fetched with :func:`huggingface_hub.hf_hub_download` (``revision``, ``subfolder``
-        and further keyword arguments such as ``cache_dir`` or ``token`` are passed on).
+        and further keyword arguments such as ``cache_dir`` or ``token`` are passed on): from a
+        data-set repository (how :meth:`push_to_hub` shares flows), else from a model repository
+        (flows pushed by lottery_rg 0.1, and ticket repos). ``repo_type=`` picks one.
         """
         path = Path(os.path.expanduser(os.fspath(path_or_repo_id)))
         if path.is_dir():
@@ -311,8 +313,19 @@ class IMPFlow:
         kwargs = dict(hub_kwargs)
         if subfolder:
             kwargs["subfolder"] = subfolder
-        file = hf_hub_download(repo_id=text, filename=filename, revision=revision, **kwargs)
-        return cls.load(file)
+        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+        repo_type = kwargs.pop("repo_type", None)
+        tried = [repo_type] if repo_type else ["dataset", "model"]  # flows are data sets; older ones model repos
+        for i, rtype in enumerate(tried):
+            try:
+                file = hf_hub_download(repo_id=text, filename=filename, revision=revision, repo_type=rtype, **kwargs)
+            except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError):
+                if i == len(tried) - 1:
+                    raise
+                continue
+            return cls.load(file)
+        raise FileNotFoundError(f"no flow in {text}")  # not reached
 
     @classmethod
     def untrained_control(cls, run_dir: str | os.PathLike) -> IMPFlow:
@@ -339,33 +352,56 @@ class IMPFlow:
     # ----------------------------------------------------------------- sharing
 
     def save_pretrained(self, save_directory: str | os.PathLike, repo_id: str | None = None) -> Path:
-        """A folder for the Hub: ``flow.json``, ``flow_table.csv``, the plots and a model card."""
-        from ..hub.cards import flow_card
+        """A data-set folder for the Hub: ``flow.json``, the table ``data/flow_table.csv`` (one row per unit and
+        level; ``datasets.load_dataset`` reads it through the card's ``configs``), the plots and a data-set card.
+
+        The card template is ``model_cards/flow_card.md`` (read as a file: the flow needs nothing from lottery_rg.hub).
+        """
+        from huggingface_hub import DatasetCard, DatasetCardData
+
         from .plots import write_plots
 
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         self.save(out / FLOW_FILE)
-        self.save_table(out / "flow_table.csv")
-
+        self.save_table(out / "data" / "flow_table.csv")
         plots = write_plots(out, [], self, ("block",))
-        flow_card(self, plots, repo_id=repo_id, schema_version=SCHEMA_VERSION).save(out / "README.md")
+        eigen, stages = "(fewer than 3 levels)", "(fewer than 3 levels)"
+        if len(self.levels) >= 3:
+            eigen, stages = self.eigenvalues("block").to_markdown(), self.eigenvalues("stage").to_markdown()
+        family = self.model.get("family", "")
+        arch = self.model.get("architecture", self.label)
+        data = DatasetCardData(
+            tags=sorted({"imp-flow", "lottery-ticket", "pruning", "lottery_rg", *([family] if family else [])}),
+            pretty_name=f"{arch} IMP flow", size_categories=["n<1K"],
+            configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/flow_table.csv"}]}])
+        sched = self.schedule
+        template = Path(__file__).resolve().parents[1] / "model_cards" / "flow_card.md"
+        card = DatasetCard.from_template(
+            data, template_path=str(template), model_name=f"{arch}-imp-flow", architecture=arch, family=family,
+            levels=len(self.levels), density=float(self.densities().iloc[-1]) if self.levels else 1.0,
+            schedule=f"{sched.get('pruning', '?')}, {sched.get('schedule', '?')}, {sched.get('prune_fraction', '?')} "
+                     f"per level, rewind step {sched.get('rewind_steps', '?')}",
+            eigen_table=eigen, stage_table=stages, plots=plots, schema_version=SCHEMA_VERSION,
+            repo_id=repo_id or "<repo id>")
+        card.save(out / "README.md")
         return out
 
     def push_to_hub(self, repo_id: str, *, token: str | bool | None = None, private: bool | None = None,
                     branch: str | None = None, commit_message: str = "IMP flow") -> str:
-        """Upload the flow on its own (``save_pretrained`` folder) with the real ``huggingface_hub`` client."""
+        """Upload the flow as a Hub *data set* (``repo_type="dataset"``; the ``save_pretrained`` folder)."""
         import tempfile
 
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         if branch:
-            api.create_branch(repo_id, branch=branch, exist_ok=True)
+            api.create_branch(repo_id, branch=branch, repo_type="dataset", exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp, repo_id=repo_id)
-            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=branch, commit_message=commit_message)
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, repo_type="dataset", revision=branch,
+                                     commit_message=commit_message)
         return getattr(info, "commit_url", str(info))
 
     # ----------------------------------------------------------------- basic views

@@ -13,7 +13,7 @@ from huggingface_hub.repocard_data import EvalResult
 from ..pruning.masks import surviving
 from ..run import LotteryResult
 
-__all__ = ["TICKET_TAGS", "card_template", "ticket_card", "flow_card"]
+__all__ = ["TICKET_TAGS", "card_template", "ticket_card"]  # flow cards: IMPFlow.save_pretrained (a data-set card)
 
 TICKET_TAGS = ["lottery-ticket", "pruning", "sparsity", "imp-flow", "lottery_rg"]
 
@@ -43,7 +43,8 @@ def ticket_card(ticket, repo_id: str | None = None, plots: list[str] | None = No
     eval_results = []
     current = next((r for r in ticket.metrics if r["level"] == ticket.level), None)
     acc = (current or {}).get("metrics", {}).get("eval_accuracy")
-    if acc is not None:
+    trained = ticket.trained_weights() is not None
+    if acc is not None and trained:  # model-index only for the weights in model.safetensors
         eval_results.append(EvalResult(task_type=task, dataset_type=dataset or "unknown",
                                        dataset_name=dataset or "unknown", metric_type="accuracy",
                                        metric_value=round(float(acc), 6),
@@ -79,24 +80,7 @@ def ticket_card(ticket, repo_id: str | None = None, plots: list[str] | None = No
         surviving=sum(counts.values()), prunable_total=sum(m.numel() for m in ticket.mask.values()),
         lottery=_Settings(ticket.lottery), headline_metrics=headline, levels_table=table, eigen_table=eigen,
         plots=plots or [], command=ticket.info.get("command") or "(not recorded)",
-        repo_id=repo_id or "<this folder or repo id>", has_trained=ticket.trained_state is not None,
+        repo_id=repo_id or "<this folder or repo id>", model_weights="trained" if trained else "rewind",
+        has_tokenizer=getattr(ticket, "tokenizer", None) is not None,
+        cifar=type(ticket.model).__name__ == "CifarResNet",
     )
-
-
-def flow_card(flow, plots: list[str], repo_id: str | None = None, schema_version: int = 1) -> ModelCard:
-    """The card of an :class:`~lottery_rg.IMPFlow` shared on its own."""
-    eigen, stages = "(fewer than 3 levels)", "(fewer than 3 levels)"
-    if len(flow.levels) >= 3:
-        eigen, stages = flow.eigenvalues("block").to_markdown(), flow.eigenvalues("stage").to_markdown()
-    family = flow.model.get("family", "")
-    arch = flow.model.get("architecture", flow.label)
-    data = ModelCardData(library_name="lottery_rg", tags=["imp-flow", "lottery-ticket", "pruning", family],
-                         model_name=f"{arch}-imp-flow")
-    sched = flow.schedule
-    return ModelCard.from_template(
-        data, template_path=card_template("flow_card.md"), model_name=data.model_name, architecture=arch,
-        family=family, levels=len(flow.levels), density=float(flow.densities().iloc[-1]) if flow.levels else 1.0,
-        schedule=f"{sched.get('pruning', '?')}, {sched.get('schedule', '?')}, {sched.get('prune_fraction', '?')} "
-                 f"per level, rewind step {sched.get('rewind_steps', '?')}",
-        eigen_table=eigen, stage_table=stages, plots=plots, schema_version=schema_version,
-        repo_id=repo_id or "<repo id>")

@@ -1,14 +1,23 @@
-"""``LotteryTicket``: a mask plus the rewind weights it trains from, shareable on the Hub.
+"""``LotteryTicket``: a mask, the rewind weights it retrains from and the trained weights it is used with.
 
 A ticket folder is an ordinary timm or transformers checkpoint (so people without
-lottery_rg can load it, zeros in place) with three additions: ``mask.safetensors``,
-``flow.json`` and a ``lottery_rg`` section in ``config.json``. Saving, loading and pushing
-follow ``huggingface_hub.ModelHubMixin``; only safetensors and JSON are ever read.
+lottery_rg can load it, zeros in place) plus lottery_rg's own files:
+
+* ``model.safetensors`` — the weights at the end of the ticket's level (θ_T ⊙ m): the weights
+  the card's metrics describe, and the file timm (``hf-hub:``/``local-dir:``) and
+  ``AutoModel*.from_pretrained`` read;
+* ``rewind.safetensors`` — the ticket proper, θ_k ⊙ m, to retrain from;
+* ``mask.safetensors``, ``flow.json``, a ``lottery_rg`` section in ``config.json`` (``format`` 2),
+  and for BERT the tokenizer files.
+
+Folders of format 1 (``model.safetensors`` = rewind weights, optional ``trained.safetensors``)
+still load. Saving, loading and pushing follow ``huggingface_hub.ModelHubMixin``'s hooks;
+only safetensors and JSON are ever read, and ``config.json`` is checked against a schema
+(:mod:`lottery_rg.hub.schema`) before anything is built from it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -20,43 +29,64 @@ from torch import nn
 from ..branches.stability import InstabilityResult, record_name
 from ..flow.core import IMPFlow
 from ..flow.plots import write_plots
-from ..io import load_state, read_json, state_from_file
+from ..io import load_state, read_json, state_from_file, write_json  # every read names its file on errors
 from ..models.families import family_of, get_family
-from ..pruning.callbacks import MaskCallback
+from ..pruning.callbacks import MaskCallback, keep_masked
 from ..pruning.masks import Mask, MaskEnforcer, check_mask, load_mask, mask_density, save_mask, surviving
 from ..pruning.settings import LotterySettings
 from ..run import LotteryResult, RunDir
 from ..version import __version__
 from .cards import TICKET_TAGS, ticket_card
+from .schema import FORMAT_VERSION, check_prunable, check_tokenizer_config, validate_ticket_config
 
-__all__ = ["LotteryTicket", "TICKET_TAGS"]
+__all__ = ["LotteryTicket", "TICKET_TAGS", "WEIGHTS", "run_tokenizer_dir"]
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 _ALLOWED = ["*.json", "*.safetensors", "*.md", "*.png", "*.csv", "*.txt"]
+WEIGHTS = ("rewind", "trained")
+REWIND_FILE, MODEL_FILE, LEGACY_TRAINED_FILE = "rewind.safetensors", "model.safetensors", "trained.safetensors"
+
+
+def run_tokenizer_dir(run_dir) -> Path:
+    """Where a run keeps its tokenizer (``RUN/tokenizer``; written by LotteryTrainer, not a RunDir path yet)."""
+    return Path(run_dir) / "tokenizer"
 
 
 class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
                     repo_url="https://github.com/lottery-rg/lottery_rg"):
-    """A lottery ticket: ``model`` holds θ_k ⊙ m, ``mask`` says which prunable weights survive.
+    """A lottery ticket: a mask over the prunable weights, the rewind weights θ_k ⊙ m it retrains from, and
+    (when known) the trained weights θ_T ⊙ m of its level.
 
     Args:
-        model: the network, with the rewind weights loaded.
+        model: the network, holding the weights named by ``weights``.
         mask: bool tensor per prunable parameter; applied to ``model`` on construction.
         level: IMP level the mask comes from (0 = dense).
         lottery: the lottery settings of the run (fraction, schedule, rewind point…).
         flow: the run's :class:`~lottery_rg.flow.IMPFlow`, if known.
         metrics: per-level records ``{"level", "density", "metrics"}`` of the run.
-        info: free-form provenance (data set, base model, command) used by the model card.
-        trained_state: optional ``state_dict`` at the end of this level's training.
+        info: free-form provenance (data set, base model, command, image size, mean/std) used by the card.
+        trained_state: ``state_dict`` at the end of this level's training (what the card's metrics describe).
+        weights: what ``model`` holds: ``"rewind"`` (θ_k ⊙ m, default) or ``"trained"``.
+        rewind_state: the rewind ``state_dict`` when ``model`` holds the trained weights.
+        tokenizer: the tokenizer of a BERT ticket (saved into the folder).
     """
 
     def __init__(self, model: nn.Module, mask: Mask, *, level: int = 0, lottery: dict | None = None,
                  flow=None, metrics: list[dict] | None = None, info: dict | None = None,
-                 trained_state: dict | None = None):
+                 trained_state: dict | None = None, weights: str = "rewind", rewind_state: dict | None = None,
+                 tokenizer=None):
         check_mask(mask, model, source="ticket mask")
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        if weights == "trained" and rewind_state is None:
+            raise ValueError("a ticket whose model holds the trained weights needs rewind_state (θ_k) as well")
         self.model, self.mask, self.level = model, mask, level
         self.lottery = dict(lottery or {})
         self.flow, self.metrics, self.info = flow, list(metrics or []), dict(info or {})
-        self.trained_state = trained_state
+        self.weights = weights
+        if weights == "trained" and trained_state is None:
+            trained_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.trained_state, self.rewind_state, self.tokenizer = trained_state, rewind_state, tokenizer
+        self._plots: list[str] = []
         MaskEnforcer(model, mask).apply()
 
     # ------------------------------------------------------------------ properties
@@ -76,20 +106,37 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         """The lottery settings of the run this ticket comes from."""
         return LotterySettings.from_dict(self.lottery)
 
+    def rewind_weights(self) -> dict:
+        """θ_k ⊙ m, the weights the ticket retrains from."""
+        return self.model.state_dict() if self.weights == "rewind" else self.rewind_state
+
+    def trained_weights(self) -> dict | None:
+        """θ_T ⊙ m at the end of the ticket's level (None if unknown)."""
+        return self.model.state_dict() if self.weights == "trained" else self.trained_state
+
     def mask_callback(self):
         """A ``TrainerCallback`` that keeps this ticket's pruned weights at zero in any ``Trainer``."""
         return MaskCallback(self.model, self.mask)
 
+    def keep_masked(self, optimizer):
+        """Keep the pruned weights at zero in a hand-written PyTorch loop: zero them now and after every
+        ``optimizer.step()``. Returns the hook handle (``handle.remove()`` stops it)."""
+        return keep_masked(optimizer, self.model, self.mask)
+
     def __repr__(self) -> str:
         return (f"LotteryTicket({self.architecture().get('architecture')}, level={self.level}, "
-                f"density={100 * self.density:.2f}%, {len(self.mask)} prunable tensors)")
+                f"density={100 * self.density:.2f}%, {len(self.mask)} prunable tensors, model holds {self.weights})")
 
     # ------------------------------------------------------------------ from a run directory
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, level: int | None = None, *, max_drop: float = 0.01,
-                 metric: str = "eval_accuracy", include_trained: bool = False) -> LotteryTicket:
+                 metric: str = "eval_accuracy", include_trained: bool = True, weights: str = "rewind",
+                 tokenizer=None) -> LotteryTicket:
         """The ticket of ``level`` of a LotteryTrainer run; by default the sparsest level whose ``metric``
-        is within ``max_drop`` of the dense level's (the last level if no metric was recorded)."""
+        is within ``max_drop`` of the dense level's (the last level if no metric was recorded).
+
+        The ticket carries the level's trained weights (``include_trained=False`` leaves them out) and the
+        run's tokenizer (``RUN/tokenizer``) when there is one; ``weights`` says what ``model`` holds."""
         run = RunDir(run_dir)
         cfg = run.read_config()
         records = run.records()
@@ -100,10 +147,17 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             level = best["level"] if best else records[-1]["level"]
         if not run.is_complete(level):
             raise ValueError(f"{run.root} has no completed level {level} (completed: {[r['level'] for r in records]})")
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
         model = get_family(cfg["model"]["family"]).build(cfg["model"])
         load_state(model, run.rewind)
         mask = load_mask(run.mask(level), model)
-        trained = state_from_file(run.model(level)) if include_trained else None
+        MaskEnforcer(model, mask).apply()
+        trained = state_from_file(run.model(level)) if include_trained or weights == "trained" else None
+        rewind_state = None
+        if weights == "trained":
+            rewind_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            load_state(model, run.model(level))
         flow = IMPFlow.from_run_dir(run.root) if run.flow.is_file() else None
         info = dict(cfg.get("info") or {})
         info.setdefault("command", cfg.get("command"))
@@ -113,21 +167,27 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
                 r = InstabilityResult.load(path)
                 info[key] = {"instability": r.instability, "loss_barrier": r.loss_barrier, "stable": r.stable(),
                              "seeds": list(r.seeds), "points": len(r.alphas), "bn_batches": r.bn_batches}
+        if tokenizer is None and (run_tokenizer_dir(run.root) / "tokenizer_config.json").is_file():
+            tokenizer = _load_tokenizer(run_tokenizer_dir(run.root))
         return cls(model, mask, level=level, lottery=cfg["lottery"], flow=flow, metrics=records, info=info,
-                   trained_state=trained)
+                   trained_state=trained, weights=weights, rewind_state=rewind_state, tokenizer=tokenizer)
 
-    # ------------------------------------------------------------------ saving
+    # ------------------------------------------------------------------ saving (ModelHubMixin hooks)
     def _save_pretrained(self, save_directory: Path) -> None:
-        """Write the folder (called by ``save_pretrained`` and ``push_to_hub``).
+        """Write the folder (called by ``save_pretrained`` and ``push_to_hub``; the card comes from
+        :meth:`generate_model_card` right after).
 
         Files are written to a temporary folder first and then moved into place one by one
         (each move atomic), so an interruption never leaves a half-written file.
         """
         save_directory = Path(save_directory)
+        (save_directory / "README.md").unlink(missing_ok=True)  # the mixin writes the card only where none is
         tmp = Path(tempfile.mkdtemp(prefix=".ticket-", dir=save_directory))
         try:
             self._write(tmp)
-            for item in sorted(tmp.iterdir(), key=lambda p: p.name == "README.md"):
+            for stale in (LEGACY_TRAINED_FILE,):  # a format-1 file left by an earlier save would contradict the card
+                (save_directory / stale).unlink(missing_ok=True)
+            for item in sorted(tmp.iterdir()):
                 target = save_directory / item.name
                 if target.is_dir():
                     shutil.rmtree(target)
@@ -136,20 +196,48 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _write(self, out: Path) -> None:
-        MaskEnforcer(self.model, self.mask).apply()
-        self.family.save(self.model, out)
+        from ..io import save_state
+
+        held = {k: v.detach().clone() for k, v in self.model.state_dict().items()}  # (state_dict() aliases the model)
+        rewind = held if self.weights == "rewind" else self.rewind_state
+        trained = held if self.weights == "trained" else self.trained_state
+        try:
+            # model.safetensors (the library's own format, what timm / transformers load): the trained weights
+            # the card's metrics describe; without them, the rewind weights (and the card says so)
+            _load_into(self.model, trained if trained is not None else rewind)
+            MaskEnforcer(self.model, self.mask).apply()
+            self.family.save(self.model, out)
+            _load_into(self.model, rewind)  # rewind.safetensors: the ticket proper, θ_k ⊙ m, to retrain from
+            MaskEnforcer(self.model, self.mask).apply()
+            save_state(self.model, out / REWIND_FILE, metadata={"lottery_rg": "rewind", "level": self.level})
+        finally:
+            _load_into(self.model, held)
         cfg = read_json(out / "config.json")
         cfg["lottery_rg"] = self.lottery_config()
-        (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        self._record_preprocessing(cfg)
+        write_json(out / "config.json", cfg)
         save_mask(self.mask, out / "mask.safetensors", metadata={"level": self.level})
-        if self.trained_state is not None:
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in self.trained_state.items()}, out / "trained.safetensors")
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(out)
         if self.flow is not None:
             self.flow.save(out / "flow.json")
-        plots = write_plots(out, self._rows(), self.flow)
-        self.model_card(plots=plots).save(out / "README.md")
+        self._plots = write_plots(out, self._rows(), self.flow)
+
+    def _record_preprocessing(self, cfg: dict) -> None:
+        """timm's ``pretrained_cfg``: the input size, mean and std the run really trained with."""
+        pcfg = cfg.get("pretrained_cfg")
+        if not isinstance(pcfg, dict):
+            return
+        size = self.info.get("image_size")
+        if isinstance(size, int) and size > 0:
+            chans = int(self.architecture().get("in_chans", 3))
+            pcfg["input_size"] = [chans, size, size]
+            pcfg["test_input_size"] = [chans, size, size]
+            pcfg["crop_pct"] = 1.0
+        for key in ("mean", "std"):
+            value = self.info.get(key)
+            if isinstance(value, (list, tuple)) and value:
+                pcfg[key] = [float(v) for v in value]
 
     def _rows(self) -> list[dict]:
         return LotteryResult(Path("."), self.metrics).rows()
@@ -158,56 +246,89 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         counts = surviving(self.mask)
         arch = {k: v for k, v in self.architecture().items() if k != "config"}  # config.json is the config
         return {
-            "version": __version__, **arch, "level": self.level, "density": self.density,
+            "version": __version__, "format": FORMAT_VERSION,
+            "model_weights": "trained" if self.trained_weights() is not None else "rewind",
+            **arch, "level": self.level, "density": self.density,
             "surviving": sum(counts.values()), "prunable_total": sum(m.numel() for m in self.mask.values()),
             "prunable": list(self.mask), "lottery": self.lottery, "info": self.info,
         }
 
-    def model_card(self, repo_id: str | None = None, plots: list[str] | None = None) -> ModelCard:
-        """The model card (Hub metadata plus a body with levels, eigenvalues, plots and usage)."""
-        return ticket_card(self, repo_id=repo_id, plots=plots)
+    def generate_model_card(self, *args, repo_id: str | None = None, plots: list[str] | None = None,
+                            **kwargs) -> ModelCard:
+        """The model card (Hub metadata plus a body with files, levels, eigenvalues, plots and usage)."""
+        return ticket_card(self, repo_id=repo_id, plots=self._plots if plots is None else plots)
 
-    def push_to_hub(self, repo_id: str, *, branch: str | None = None, token: str | None = None,
-                    private: bool | None = None, commit_message: str | None = None, **kwargs) -> str:
-        """Upload the ticket folder with the real ``huggingface_hub`` client (honours ``HF_ENDPOINT``).
+    def model_card(self, repo_id: str | None = None, plots: list[str] | None = None) -> ModelCard:
+        """Alias of :meth:`generate_model_card`."""
+        return self.generate_model_card(repo_id=repo_id, plots=plots)
+
+    def push_to_hub(self, repo_id: str, *, config: dict | None = None, commit_message: str | None = None,
+                    private: bool | None = None, token: str | None = None, branch: str | None = None,
+                    create_pr: bool | None = None, allow_patterns=None, ignore_patterns=None, delete_patterns=None,
+                    model_card_kwargs: dict | None = None) -> str:
+        """Upload the ticket folder (``ModelHubMixin.push_to_hub``'s signature; honours ``HF_ENDPOINT``).
 
         ``branch`` is created from ``main`` if it does not exist (one branch per level, e.g. ``level-03``).
+        ``config`` is accepted for the mixin's sake; a ticket writes its own ``config.json``.
         """
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         if branch:
             api.create_branch(repo_id, branch=branch, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            card = ModelCard.load(Path(tmp) / "README.md")
-            card.text = card.text.replace("<this folder or repo id>", repo_id)
-            card.save(Path(tmp) / "README.md")
-            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=branch,
+            card_kwargs = {**(model_card_kwargs or {}), "repo_id": repo_id}
+            self.save_pretrained(tmp, config=config, model_card_kwargs=card_kwargs)
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=branch, create_pr=create_pr,
+                                     allow_patterns=allow_patterns, ignore_patterns=ignore_patterns,
+                                     delete_patterns=delete_patterns,
                                      commit_message=commit_message or f"lottery ticket, level {self.level} "
-                                     f"({100 * self.density:.2f}% density)", **kwargs)
+                                     f"({100 * self.density:.2f}% density)")
         return info.commit_url if hasattr(info, "commit_url") else str(info)
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool,
-                         local_files_only: bool, token, **kwargs) -> LotteryTicket:
-        folder = _fetch(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                        local_files_only=local_files_only, token=token)
-        return cls.from_folder(folder, include_trained=kwargs.get("include_trained", False))
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, force_download: bool = False,
+                        token: str | bool | None = None, cache_dir=None, local_files_only: bool = False,
+                        revision: str | None = None, weights: str = "rewind", include_trained: bool = True,
+                        **model_kwargs) -> LotteryTicket:
+        """A ticket from a local folder or a Hub repository (``ModelHubMixin.from_pretrained``'s arguments).
+
+        ``weights``: what ``ticket.model`` holds — ``"rewind"`` (θ_k ⊙ m, to retrain; the default, which
+        elastic transfer and retraining expect) or ``"trained"`` (the weights the card's metrics describe).
+        Unlike the mixin's own version, no key of ``config.json`` ever becomes a constructor argument: the
+        folder's ``config.json`` is validated against the ticket schema and read by :meth:`from_folder` only.
+        """
+        if model_kwargs:
+            raise TypeError(f"LotteryTicket.from_pretrained got unexpected arguments {sorted(model_kwargs)}")
+        return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), revision=revision,
+                                    cache_dir=cache_dir, force_download=force_download,
+                                    local_files_only=local_files_only, token=token, weights=weights,
+                                    include_trained=include_trained)
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, include_trained: bool = False) -> LotteryTicket:
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool,
+                         local_files_only: bool, token, weights: str = "rewind", include_trained: bool = True,
+                         **kwargs) -> LotteryTicket:
+        folder = _fetch(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                        local_files_only=local_files_only, token=token)
+        return cls.from_folder(folder, include_trained=include_trained, weights=weights)
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, include_trained: bool = True,
+                    weights: str = "rewind") -> LotteryTicket:
+        """A ticket from a local folder. ``weights``: what ``model`` holds, ``"rewind"`` (θ_k ⊙ m, to retrain;
+        the default) or ``"trained"`` (θ_T ⊙ m, what the card's metrics describe)."""
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
         folder = Path(folder)
         _refuse_pickles(folder)
         cfg_path = folder / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{folder} has no config.json: not a lottery ticket")
         cfg = read_json(cfg_path)
-        meta = cfg.get("lottery_rg")
-        if not isinstance(meta, dict):
-            raise ValueError(f"{cfg_path} has no 'lottery_rg' section: not a lottery ticket (a plain checkpoint?)")
+        meta = validate_ticket_config(cfg, str(cfg_path))  # before anything is built from it
         try:
             family = get_family(meta.get("family"))
         except ValueError as e:
@@ -216,19 +337,54 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
                                                         "model_args", "config")}
         if arch.get("library") == "transformers":
             arch["config"] = {k: v for k, v in cfg.items() if k != "lottery_rg"}
-        model = family.build(arch)
-        load_state(model, _require(folder, "model.safetensors"))
+        try:
+            model = family.build(arch)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{cfg_path}: cannot build the model it describes: {e}") from e
         mask = load_mask(_require(folder, "mask.safetensors"), model)
+        check_prunable(meta, model, family, mask, str(cfg_path))
+        if int(meta.get("format", 1)) >= 2:
+            rewind_file = _require(folder, REWIND_FILE)
+            trained_file = _require(folder, MODEL_FILE) if meta.get("model_weights") == "trained" else None
+        else:  # format 1: model.safetensors = rewind weights, trained.safetensors optional
+            rewind_file = _require(folder, MODEL_FILE)
+            trained_file = folder / LEGACY_TRAINED_FILE if (folder / LEGACY_TRAINED_FILE).is_file() else None
+        if weights == "trained" and trained_file is None:
+            raise ValueError(f"{folder} holds no trained weights (only the rewind weights): "
+                             f"use weights='rewind' and retrain")
+        rewind_state = trained = None
+        if trained_file is not None and (include_trained or weights == "trained"):
+            load_state(model, trained_file)  # checked against the model like the rewind weights
+            trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        load_state(model, rewind_file)
+        if weights == "trained":
+            rewind_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            _load_into(model, trained)
         flow = IMPFlow.load(folder / "flow.json") if (folder / "flow.json").is_file() else None
-        trained = None
-        if include_trained and (folder / "trained.safetensors").is_file():
-            trained = state_from_file(folder / "trained.safetensors")
         metrics = None
         if flow is not None:
             metrics = [{"level": r["level"], "density": float(d), "metrics": r.get("metrics") or {}}
                        for r, d in zip(flow.levels, flow.densities())]
+        tokenizer = None
+        if (folder / "tokenizer_config.json").is_file():
+            check_tokenizer_config(read_json(folder / "tokenizer_config.json"), str(folder / "tokenizer_config.json"))
+            tokenizer = _load_tokenizer(folder)
         return cls(model, mask, level=int(meta.get("level", 0)), lottery=meta.get("lottery"), flow=flow,
-                   metrics=metrics, info=meta.get("info"), trained_state=trained)
+                   metrics=metrics, info=meta.get("info"), trained_state=trained, weights=weights,
+                   rewind_state=rewind_state, tokenizer=tokenizer)
+
+
+def _load_into(model: nn.Module, state: dict) -> None:
+    """Copy ``state`` into ``model`` (tied weights may appear once: safetensors drops the duplicates)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"weights do not fit {type(model).__name__}: unexpected {sorted(unexpected)[:5]}")
+
+
+def _load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
 
 
 def _require(folder: Path, name: str) -> Path:

@@ -150,11 +150,19 @@ def _check_range(flag: str, value: int, lo: int, hi: int | None, what: str) -> N
 def parse_args(dataclass_types, argv=None):
     """Parse CLI flags, or a JSON/YAML config file followed by flags that override it.
 
+    The file (first argument ending in .json, .yaml or .yml) is read the way ``HfArgumentParser.parse_json_file`` /
+    ``parse_yaml_file`` read it (every key a field of one of the dataclasses, unknown keys refused), its values
+    become the parser's defaults as they are — dicts (``lr_scheduler_kwargs``), lists, booleans and nulls
+    included — and the flags after it are parsed on top, so flags override the file.
+
     On a CPU-only machine ``use_cpu`` defaults to True: ``accelerate launch --multi_gpu``
     starts gloo ranks there, but ``TrainingArguments`` only joins them as one distributed
     run with ``use_cpu=True`` (otherwise every rank would train and write alone).
     """
+    import dataclasses
+    import json
     import sys
+    from pathlib import Path
 
     import torch
     import yaml
@@ -165,13 +173,23 @@ def parse_args(dataclass_types, argv=None):
         parser.set_defaults(use_cpu=True)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0].endswith((".json", ".yaml", ".yml")):
-        with open(argv[0]) as f:
-            config = yaml.safe_load(f) or {}  # YAML is a superset of JSON
-        flags = []
-        for key, value in config.items():
-            if isinstance(value, list):
-                flags += [f"--{key}", *map(str, value)]
-            elif value is not None:
-                flags.append(f"--{key}={str(value).lower() if isinstance(value, bool) else value}")
-        argv = flags + argv[1:]
+        path = Path(argv[0])
+        try:  # the same readers as HfArgumentParser.parse_json_file / parse_yaml_file
+            text = path.read_text(encoding="utf-8")
+            config = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            raise ValueError(f"cannot read the config file {path}: {e}") from e
+        config = config or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} must hold a mapping of argument names to values, got {type(config).__name__}")
+        known = {f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype) if f.init}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown arguments {unknown} (not fields of "
+                             f"{', '.join(d.__name__ for d in parser.dataclass_types)})")
+        parser.set_defaults(**config)
+        required = [a for a in parser._actions if a.required and a.dest in config]
+        for action in required:  # a value in the file satisfies a required flag
+            action.required = False
+        argv = argv[1:]
     return parser.parse_args_into_dataclasses(args=argv)

@@ -38,7 +38,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, set_seed
 
 from ..branches.stability import linear_mode_connectivity, load_results
 from ..flow.core import IMPFlow
-from ..hub.ticket import LotteryTicket
+from ..hub.push import PushLedger, check_push_access, own_training_args, push_summary
+from ..hub.ticket import LotteryTicket, run_tokenizer_dir
 from ..io import atomic_dir, atomic_path, load_state, read_json, save_state, state_from_file, write_json
 from ..models.families import family_of, prunable_parameters
 from ..pruning.callbacks import MaskCallback
@@ -144,11 +145,15 @@ class LotteryTrainer(Trainer):
         self.run_info = dict(run_info or {})  # provenance for model cards: data set, base model, command
         self.family = family_of(model)
         self.prunable = prunable_parameters(model, self.settings.prune_include, self.settings.prune_exclude)
-        # tickets, not Trainer checkpoints, go to the Hub: keep the Trainer from pushing checkpoint folders
-        self.push_tickets = bool(getattr(args, "push_to_hub", False))
+        # tickets, not Trainer checkpoints, go to the Hub: the Trainer gets a copy of the arguments that never pushes
+        # checkpoint folders (the caller's object is left as it is); token and repository are checked now, before
+        # any training
+        args, self.push_tickets = own_training_args(args, timm_model=self.family.library == "timm")
         if self.push_tickets:
-            args.push_to_hub = False
+            check_push_access(args.hub_model_id or Path(args.output_dir).name, token=args.hub_token,
+                              private=args.hub_private_repo)
         super().__init__(model=model, args=args, **kwargs)
+        _refuse_unsupported_parallelism(self.args)
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched > 1 and self.args.world_size != launched:
             raise ValueError(f"launched as {launched} processes but TrainingArguments sees world size "
@@ -349,14 +354,121 @@ class LotteryTrainer(Trainer):
     def hub_repo_id(self) -> str:
         return self.args.hub_model_id or Path(self.run_dir).name
 
-    def push_ticket_to_hub(self, level: int | None = None, branch: str | None = None) -> str:
-        """Push a level's ticket (default: the sparsest within one accuracy point of dense) to the Hub."""
-        ticket = LotteryTicket.from_run(self.run_dir, level)
-        url = ticket.push_to_hub(self.hub_repo_id(), branch=branch, token=self.args.hub_token,
-                                 private=self.args.hub_private_repo)
-        logger.info("pushed the level-%d ticket to %s%s", ticket.level, self.hub_repo_id(),
-                    f" (branch {branch})" if branch else "")
+    def push_to_hub(self, commit_message: str | None = None, blocking: bool = True, token: str | None = None,
+                    revision: str | None = None, private: bool | None = None, **kwargs) -> str:
+        """Push the run's ticket (the sparsest level within one accuracy point of dense) to ``hub_model_id``.
+
+        Never the run directory, Trainer checkpoints or pickled arguments: the ticket folder only
+        (see :class:`~lottery_rg.LotteryTicket`). ``revision`` pushes to that branch. Errors are raised.
+        """
+        if not self.run.records():
+            raise ValueError(f"{self.run_dir} has no completed level: run run_imp() before push_to_hub()")
+        return self.push_ticket_to_hub(branch=revision, token=token, private=private, commit_message=commit_message,
+                                       raise_errors=True)
+
+    def push_ticket_to_hub(self, level: int | None = None, branch: str | None = None, *, token: str | None = None,
+                           private: bool | None = None, commit_message: str | None = None,
+                           raise_errors: bool = False) -> str | None:
+        """Push a level's ticket (default: the sparsest within one accuracy point of dense) to the Hub.
+
+        Pushes are recorded in ``RUN/hub_pushes.json``. The final push of a run (no ``level``, no ``branch``) with
+        ``--push_levels`` first pushes every level branch not yet on the Hub (a resumed run catches up on
+        whatever failed before). A failed push is logged and recorded, training goes on, and the final
+        push reports what was and was not pushed (``self.push_failures``); ``raise_errors=True`` raises instead.
+        """
+        repo = self.hub_repo_id()
+        ledger = PushLedger(self.run_dir, repo)
+        final = level is None and branch is None
+        targets = []
+        if final and self.lottery_args.push_levels:
+            targets = [(r["level"], f"level-{r['level']:02d}") for r in self.run.records()
+                       if not ledger.has(f"level-{r['level']:02d}", r["level"])]
+        targets.append((level, branch))
+        url = None
+        if not hasattr(self, "push_failures"):
+            self.push_failures = []
+        for lv, br in targets:
+            target = br or "main"
+            try:
+                ticket = LotteryTicket.from_run(self.run_dir, lv, tokenizer=self._tokenizer())
+                url = ticket.push_to_hub(repo, branch=br, token=token or self.args.hub_token,
+                                         private=self.args.hub_private_repo if private is None else private,
+                                         commit_message=commit_message)
+            except Exception as e:  # noqa: BLE001  (a network or Hub error must not cost the training results)
+                if raise_errors:
+                    raise
+                logger.warning("could not push %s of %s to %s: %s: %s (training results are intact; re-run the same "
+                               "command to push it)", "the ticket" if lv is None else f"level {lv}", self.run_dir,
+                               f"{repo}@{target}", type(e).__name__, e)
+                self.push_failures.append(target)
+                continue
+            ledger.record(target, ticket.level, url)
+            self.push_failures = [t for t in self.push_failures if t != target]
+            logger.info("pushed the level-%d ticket to %s%s", ticket.level, repo, f" (branch {br})" if br else "")
+        if final:
+            message = push_summary(ledger, self.push_failures)
+            (logger.warning if self.push_failures else logger.info)("%s", message)
         return url
+
+    def _tokenizer(self):
+        """The tokenizer (``processing_class``) the run trains with, if it can be saved; else None."""
+        tok = self.processing_class
+        return tok if tok is not None and hasattr(tok, "save_pretrained") else None
+
+    def _save_tokenizer(self) -> None:
+        """Keep the run's tokenizer in ``RUN/tokenizer`` (once), so tickets made from the run later carry it."""
+        tok, folder = self._tokenizer(), run_tokenizer_dir(self.run_dir)
+        if tok is None or (folder / "tokenizer_config.json").is_file():
+            return
+        with atomic_dir(folder) as tmp:
+            tok.save_pretrained(str(tmp))
+
+    # ------------------------------------------------------------------ trackers
+    def _level_done(self, level: int, record: dict) -> None:
+        """After a level: keep the tokenizer, report the level to the trackers, keep the level's log history."""
+        if self.is_world_process_zero():
+            self._save_tokenizer()
+        self._log_level(record)
+
+    def _log_level(self, record: dict) -> None:
+        """Log a finished level (``level``, ``density``, its eval metrics as ``level_eval_*``) through the Trainer's
+        own ``log``/``report_to`` machinery, at a global step that grows across levels: the optimizer steps of
+        every level so far. TensorBoard / W&B can then plot accuracy against density."""
+        level = record["level"]
+        steps = sum(int((r.get("metrics") or {}).get("train_steps") or 0)
+                    for r in self.run.records() if r["level"] < level)
+        steps += int(record["metrics"].get("train_steps") or 0)
+        history = list(self.state.log_history)
+        logs = {"level": float(level), "density": float(record["density"])}
+        logs.update({f"level_{k}": float(v) for k, v in record["metrics"].items()
+                     if k.startswith("eval_") and isinstance(v, (int, float))})
+        held = self.state.global_step
+        self.state.global_step = steps
+        try:
+            self.log(logs)
+        finally:
+            self.state.global_step = held
+        if not hasattr(self, "level_log_history"):
+            self.level_log_history = {}
+        self.level_log_history[level] = history + [self.state.log_history[-1]]
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """``Trainer.log``; TensorBoard event files go to ``RUN/runs`` (not a level's checkpoint folder, which is
+        removed when the level is complete)."""
+        self._keep_tracker_files()
+        super().log(logs, start_time)
+
+    def _keep_tracker_files(self) -> None:
+        from transformers.integrations import TensorBoardCallback
+
+        checkpoints = str(self.run.checkpoints("x").parent)
+        for cb in self.callback_handler.callbacks:
+            if isinstance(cb, TensorBoardCallback) and cb.logging_dir and \
+                    os.path.abspath(cb.logging_dir).startswith(os.path.abspath(checkpoints) + os.sep):
+                if cb.tb_writer is not None:
+                    cb.tb_writer.close()
+                    cb.tb_writer = None
+                cb.logging_dir = str(self.run_dir / "runs" / Path(cb.logging_dir).name)
 
     # ------------------------------------------------------------------ one level
     def training_steps(self) -> int:
@@ -405,6 +517,7 @@ class LotteryTrainer(Trainer):
             print(f"[lottery_rg] level {level}/{la.levels} done: density {100 * record['density']:.2f}%"
                   + (f", eval accuracy {100 * acc:.2f}%" if acc is not None else ""), flush=True)
         self.accelerator.wait_for_everyone()
+        self._level_done(level, record)
         return record
 
     def _train_from_start(self, mask: Mask, work: Path, *, rewound: bool, seed: int, what: str):
@@ -673,3 +786,16 @@ def _stop_with_launcher() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
     if os.getppid() != ppid:  # the launcher died before the request
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _refuse_unsupported_parallelism(args) -> None:
+    """FSDP and DeepSpeed shard parameters; mask enforcement multiplies whole tensors in place. Refuse them."""
+    fsdp = getattr(args, "fsdp", None)
+    if fsdp and fsdp not in ("", [], "no") or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        raise ValueError("LotteryTrainer does not support FSDP: masks are enforced on whole parameter tensors and "
+                         "FSDP shards them (mask enforcement does not handle sharded parameters). Use DDP "
+                         "(accelerate launch --multi_gpu) or a single process.")
+    if getattr(args, "deepspeed", None) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise ValueError("LotteryTrainer does not support DeepSpeed: masks are enforced on whole parameter tensors "
+                         "and DeepSpeed (ZeRO) shards or owns them (mask enforcement does not handle sharded "
+                         "parameters). Use DDP (accelerate launch --multi_gpu) or a single process.")
