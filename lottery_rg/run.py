@@ -16,6 +16,8 @@ the stability analysis and the elastic experiment read::
     ├── .lottery_rg.lock         RunDir.lock_file     held (flock) by the one process that writes the run
     ├── checkpoints/NAME/        RunDir.checkpoints(NAME)  Trainer checkpoints of unfinished work
     ├── stability/level_XX/      RunDir.stability(n)
+    ├── tokenizer/               RunDir.tokenizer     the run's tokenizer (masked-LM runs), for its tickets
+    ├── hub_pushes.json          RunDir.hub_pushes    what reached the Hub (so a resumed run pushes the rest)
     └── summary.{csv,md}, *.png  RunDir.summary_csv / summary_md
 
 No other module spells these names: ask a ``RunDir``.
@@ -96,6 +98,14 @@ class RunDir:
     @property
     def flow(self) -> Path:
         return self.root / FLOW_FILE
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def hub_pushes(self) -> Path:
+        return self.root / "hub_pushes.json"
 
     @property
     def lock_file(self) -> Path:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import copy
 import datetime
-from pathlib import Path
 
 from ..io import read_json, write_json
+from ..run import RunDir
 
 __all__ = ["own_training_args", "check_push_access", "PushLedger", "push_summary", "LEDGER_NAME"]
 
-LEDGER_NAME = "hub_pushes.json"
+LEDGER_NAME = RunDir(".").hub_pushes.name
 
 
 def own_training_args(args, *, timm_model: bool):
@@ -66,7 +66,7 @@ class PushLedger:
     """
 
     def __init__(self, run_dir, repo_id: str):
-        self.path = Path(run_dir) / LEDGER_NAME
+        self.path = RunDir(run_dir).hub_pushes
         self.repo_id = repo_id
 
     def _read(self) -> dict:

@@ -47,8 +47,8 @@ REWIND_FILE, MODEL_FILE, LEGACY_TRAINED_FILE = "rewind.safetensors", "model.safe
 
 
 def run_tokenizer_dir(run_dir) -> Path:
-    """Where a run keeps its tokenizer (``RUN/tokenizer``; written by LotteryTrainer, not a RunDir path yet)."""
-    return Path(run_dir) / "tokenizer"
+    """Where a run keeps its tokenizer (written by LotteryTrainer)."""
+    return RunDir(run_dir).tokenizer
 
 
 class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
