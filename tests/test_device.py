@@ -311,3 +311,27 @@ def test_tiny_lottery_run_in_mixed_precision(tmp_path, precision):
     mask = load_mask(tmp_path / "run" / "level_01" / "mask.safetensors")
     state = state_from_file(tmp_path / "run" / "level_01" / "model.safetensors", list(mask))
     assert all(not state[n][~m].any() for n, m in mask.items())
+
+
+def test_sync_batchnorm_option(monkeypatch):
+    import timm
+
+    from lottery_rg import family_of, prunable_parameters
+    from lottery_rg.tasks.image import sync_batchnorm, wants_sync_bn
+
+    model = timm.create_model("resnet20_cifar")
+    assert sync_batchnorm(model, world_size=1) is model  # one process: nothing to synchronise
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs GPUs"):
+            sync_batchnorm(model, world_size=2)
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(timm.create_model("resnet20_cifar"))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules())
+    # masks, checkpoints and tickets see the same network
+    assert family_of(converted).name == family_of(model).name
+    assert prunable_parameters(converted) == prunable_parameters(model)
+    assert converted.state_dict().keys() == model.state_dict().keys()
+    assert family_of(converted).layout(converted).depths() == family_of(model).layout(model).depths()
+    monkeypatch.setenv("LOTTERY_RG_SYNC_BN", "1")
+    assert wants_sync_bn(None)
+    monkeypatch.delenv("LOTTERY_RG_SYNC_BN")
+    assert not wants_sync_bn(object()) and wants_sync_bn(type("A", (), {"sync_bn": True})())
