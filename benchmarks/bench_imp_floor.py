@@ -167,19 +167,31 @@ def worker(a) -> None:
     import tempfile
 
     t_imp = time.perf_counter()
+    exec(IMPORTS[a.worker])  # each variant imports only what it uses (the floor: no transformers, no Trainer)
     import torch
-    import transformers  # noqa: F401
-
-    import lottery_rg  # noqa: F401  (registers the CIFAR ResNets in timm)
-    from lottery_rg import LotteryTrainer  # noqa: F401
 
     torch.set_num_threads(a.threads)
-    transformers.logging.set_verbosity_error()
-    import logging
+    timing = {"steps": 0.0, "n_steps": 0, "gc": 0.0, "n_gc": 0, "summary": 0.0}
+    if a.worker == "lottery":
+        import logging
 
-    logging.getLogger("lottery_rg").setLevel(logging.WARNING)
+        import transformers
+
+        import lottery_rg.training.trainer as trainer_module
+
+        transformers.logging.set_verbosity_error()
+        logging.getLogger("lottery_rg").setLevel(logging.WARNING)
+        summary = trainer_module.write_run_summary
+
+        def timed_summary(*args, **kw):  # the end-of-run report: summary.md/.csv and the PNG plots
+            t = time.perf_counter()
+            try:
+                return summary(*args, **kw)
+            finally:
+                timing["summary"] += time.perf_counter() - t
+
+        trainer_module.write_run_summary = timed_summary
     imports = time.perf_counter() - t_imp
-    timing = {"steps": 0.0, "n_steps": 0, "gc": 0.0, "n_gc": 0}
     collect = gc.collect
 
     def timed_collect(*args, **kw):  # what the Trainer's free_memory / release_memory cost per level
@@ -227,7 +239,11 @@ def measure(a, variant: str) -> dict:
     return r
 
 
-IMPORTS = {"floor": "import torch, timm, torchvision", "lottery": "from lottery_rg import LotteryTrainer"}
+# What each worker imports before it loads the data: the floor needs torch, timm, datasets (the digits) and three
+# small lottery_rg modules; LotteryTrainer needs the same plus transformers' Trainer and the rest of lottery_rg.
+_DATA_IMPORTS = ("import torch, timm, datasets; import lottery_rg.models.cifar_resnet, lottery_rg.models.families, "
+                 "lottery_rg.tasks.image, lottery_rg.tasks.tensor_images")
+IMPORTS = {"floor": _DATA_IMPORTS, "lottery": _DATA_IMPORTS + "; from lottery_rg import LotteryTrainer"}
 
 
 def import_time(a, variant: str) -> float:
@@ -252,7 +268,8 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in both (the Trainer's --bf16)")
-    p.add_argument("--gc-freeze", action="store_true", help="LotteryTrainer: gc.freeze() before run_imp()")
+    p.add_argument("--gc-freeze", action="store_true", help="LotteryTrainer: gc.collect(); gc.freeze() before run_imp() (which since "
+                   "2026-11-27 freezes the heap itself, without the collect)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker", choices=("floor", "lottery"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -263,11 +280,10 @@ def parse(argv=None):
 
 def summarize(results: dict, a) -> tuple[str, dict]:
     levels = a.levels + 1
-    med = {v: {k: statistics.median(r[k] for r in rs) for k in ("process", "bare_imports", "startup", "data", "setup", "run", "steps",
-                                                                  "gc")}
-           for v, rs in results.items()}
+    keys = ("process", "bare_imports", "startup", "data", "setup", "run", "steps", "gc", "summary")
+    med = {v: {k: statistics.median(r[k] for r in rs) for k in keys} for v, rs in results.items()}
     for v in med:
-        med[v]["overhead_per_level"] = (med[v]["run"] - med[v]["steps"]) / levels
+        med[v]["overhead_per_level"] = (med[v]["run"] - med[v]["steps"] - med[v]["summary"]) / levels
         med[v]["n_steps"] = results[v][0]["n_steps"]
         med[v]["accuracy"] = results[v][0]["accuracy"]
         med[v]["final_density"] = results[v][0]["final_density"]
@@ -275,7 +291,8 @@ def summarize(results: dict, a) -> tuple[str, dict]:
     rows = [("whole process (wall s)", "process"), ("interpreter + own imports only (s)", "bare_imports"),
             ("start-up + imports in the worker (s)", "startup"), ("data (decode once, s)", "data"),
             ("trainer/model set-up (s)", "setup"), ("IMP run (s)", "run"), ("  in optimizer steps (s)", "steps"),
-            ("  overhead per level, outside steps (s)", "overhead_per_level"), ("  gc.collect inside the run (s)", "gc")]
+            ("  overhead per level, outside steps and summary (s)", "overhead_per_level"),
+            ("  end-of-run summary: tables + plots (s)", "summary"), ("  gc.collect inside the run (s)", "gc")]
     out = ["| measure | floor (plain PyTorch) | LotteryTrainer | ratio |", "|---|---:|---:|---:|"]
     for label, k in rows:
         ratio = l[k] / f[k] if f[k] else float("nan")
@@ -307,7 +324,8 @@ def main():
     print(table)
     f, l = med["floor"], med["lottery"]
     print(f"\nwhole-run ratio LotteryTrainer/floor: {l['process'] / f['process']:.2f} (process), "
-          f"{l['run'] / f['run']:.2f} (IMP run only); per-step ratio "
+          f"{l['run'] / f['run']:.2f} (IMP run only), {(l['run'] - l['summary']) / f['run']:.2f} (IMP run without the "
+          f"end-of-run summary); per-step ratio "
           f"{(l['steps'] / l['n_steps']) / (f['steps'] / f['n_steps']):.3f}; load average {os.getloadavg()[0]:.2f}")
 
 
