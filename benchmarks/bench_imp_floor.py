@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def run_floor(a, train, test, timing):
             idx = perm[i * a.batch_size:(i + 1) * a.batch_size]
             xb, yb = x[idx], y[idx]
             sync(a.device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
                 loss = F.cross_entropy(model(xb), yb)
             loss.backward()
@@ -107,6 +108,7 @@ def run_floor(a, train, test, timing):
             opt.zero_grad(set_to_none=True)
             sync(a.device)
             timing["steps"] += time.perf_counter() - t0
+            timing["steps_cpu"] += time.process_time() - c0
             timing["n_steps"] += 1
             if level == 0 and step + 1 == a.rewind:
                 rewind = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -132,11 +134,12 @@ def run_lottery(a, train, test, collate, timing, out_dir):
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
             sync(a.device)
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             sync(a.device)
             timing["steps"] += time.perf_counter() - self.t0
+            timing["steps_cpu"] += time.process_time() - self.c0
             timing["n_steps"] += 1
 
     torch.manual_seed(a.seed)
@@ -167,19 +170,32 @@ def worker(a) -> None:
     import tempfile
 
     t_imp = time.perf_counter()
+    exec(IMPORTS[a.worker])  # each variant imports only what it uses (the floor: no transformers, no Trainer)
     import torch
-    import transformers  # noqa: F401
-
-    import lottery_rg  # noqa: F401  (registers the CIFAR ResNets in timm)
-    from lottery_rg import LotteryTrainer  # noqa: F401
 
     torch.set_num_threads(a.threads)
-    transformers.logging.set_verbosity_error()
-    import logging
+    timing = {"steps": 0.0, "steps_cpu": 0.0, "n_steps": 0, "gc": 0.0, "n_gc": 0, "summary": 0.0, "summary_cpu": 0.0}
+    if a.worker == "lottery":
+        import logging
 
-    logging.getLogger("lottery_rg").setLevel(logging.WARNING)
+        import transformers
+
+        import lottery_rg.training.trainer as trainer_module
+
+        transformers.logging.set_verbosity_error()
+        logging.getLogger("lottery_rg").setLevel(logging.WARNING)
+        summary = trainer_module.write_run_summary
+
+        def timed_summary(*args, **kw):  # the end-of-run report: summary.md/.csv and the PNG plots
+            t, c = time.perf_counter(), time.process_time()
+            try:
+                return summary(*args, **kw)
+            finally:
+                timing["summary"] += time.perf_counter() - t
+                timing["summary_cpu"] += time.process_time() - c
+
+        trainer_module.write_run_summary = timed_summary
     imports = time.perf_counter() - t_imp
-    timing = {"steps": 0.0, "n_steps": 0, "gc": 0.0, "n_gc": 0}
     collect = gc.collect
 
     def timed_collect(*args, **kw):  # what the Trainer's free_memory / release_memory cost per level
@@ -195,7 +211,7 @@ def worker(a) -> None:
     train, test, collate = load_data(a)
     data = time.perf_counter() - t0
     timing["_t_setup"] = time.perf_counter()
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null:
         stdout, sys.stdout = sys.stdout, null
         try:
@@ -203,10 +219,11 @@ def worker(a) -> None:
                 run_lottery(a, train, test, collate, timing, tmp)
         finally:
             sys.stdout = stdout
-    run = time.perf_counter() - t1
+    run, run_cpu = time.perf_counter() - t1, time.process_time() - c1
     setup = timing.pop("setup_trainer", 0.0)
     timing.pop("_t_setup", None)
     print("RESULT " + json.dumps({"imports": imports, "data": data, "setup": setup, "run": run - setup,
+                                  "run_cpu": run_cpu - setup,
                                   "since_script_start": time.perf_counter() - T_START, **timing, **res}))
 
 
@@ -215,19 +232,26 @@ def measure(a, variant: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant] + a.passthrough
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
-    t0 = time.perf_counter()
+    t0, ru = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    process_cpu = (ru1.ru_utime - ru.ru_utime) + (ru1.ru_stime - ru.ru_stime)  # user + system CPU of the worker
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not line:
         raise RuntimeError(f"{variant} worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     r = json.loads(line[-1][7:])
     r["process"] = wall
+    r["process_cpu"] = process_cpu
     r["startup"] = wall - r["since_script_start"] + r["imports"]  # interpreter + imports
     return r
 
 
-IMPORTS = {"floor": "import torch, timm, torchvision", "lottery": "from lottery_rg import LotteryTrainer"}
+# What each worker imports before it loads the data: the floor needs torch, timm, datasets (the digits) and three
+# small lottery_rg modules; LotteryTrainer needs the same plus transformers' Trainer and the rest of lottery_rg.
+_DATA_IMPORTS = ("import torch, timm, datasets; import lottery_rg.models.cifar_resnet, lottery_rg.models.families, "
+                 "lottery_rg.tasks.image, lottery_rg.tasks.tensor_images")
+IMPORTS = {"floor": _DATA_IMPORTS, "lottery": _DATA_IMPORTS + "; from lottery_rg import LotteryTrainer"}
 
 
 def import_time(a, variant: str) -> float:
@@ -252,7 +276,8 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in both (the Trainer's --bf16)")
-    p.add_argument("--gc-freeze", action="store_true", help="LotteryTrainer: gc.freeze() before run_imp()")
+    p.add_argument("--gc-freeze", action="store_true",
+                   help="LotteryTrainer: gc.collect(); gc.freeze() before run_imp() (which since 2026-11-27 freezes the heap itself, without the collect)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker", choices=("floor", "lottery"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -263,19 +288,25 @@ def parse(argv=None):
 
 def summarize(results: dict, a) -> tuple[str, dict]:
     levels = a.levels + 1
-    med = {v: {k: statistics.median(r[k] for r in rs) for k in ("process", "bare_imports", "startup", "data", "setup", "run", "steps",
-                                                                  "gc")}
-           for v, rs in results.items()}
+    keys = ("process", "process_cpu", "bare_imports", "startup", "data", "setup", "run", "run_cpu", "steps",
+            "steps_cpu", "gc", "summary", "summary_cpu")
+    med = {v: {k: statistics.median(r[k] for r in rs) for k in keys} for v, rs in results.items()}
     for v in med:
-        med[v]["overhead_per_level"] = (med[v]["run"] - med[v]["steps"]) / levels
+        med[v]["overhead_per_level"] = (med[v]["run"] - med[v]["steps"] - med[v]["summary"]) / levels
+        med[v]["overhead_per_level_cpu"] = (med[v]["run_cpu"] - med[v]["steps_cpu"] - med[v]["summary_cpu"]) / levels
         med[v]["n_steps"] = results[v][0]["n_steps"]
         med[v]["accuracy"] = results[v][0]["accuracy"]
         med[v]["final_density"] = results[v][0]["final_density"]
     f, l = med["floor"], med["lottery"]
-    rows = [("whole process (wall s)", "process"), ("interpreter + own imports only (s)", "bare_imports"),
+    rows = [("whole process (wall s)", "process"), ("whole process (CPU s)", "process_cpu"),
+            ("interpreter + own imports only (s)", "bare_imports"),
             ("start-up + imports in the worker (s)", "startup"), ("data (decode once, s)", "data"),
             ("trainer/model set-up (s)", "setup"), ("IMP run (s)", "run"), ("  in optimizer steps (s)", "steps"),
-            ("  overhead per level, outside steps (s)", "overhead_per_level"), ("  gc.collect inside the run (s)", "gc")]
+            ("  overhead per level, outside steps and summary (s)", "overhead_per_level"),
+            ("  end-of-run summary: tables + plots (s)", "summary"), ("  gc.collect inside the run (s)", "gc"),
+            ("IMP run (CPU s)", "run_cpu"), ("  in optimizer steps (CPU s)", "steps_cpu"),
+            ("  overhead per level, outside steps and summary (CPU s)", "overhead_per_level_cpu"),
+            ("  end-of-run summary (CPU s)", "summary_cpu")]
     out = ["| measure | floor (plain PyTorch) | LotteryTrainer | ratio |", "|---|---:|---:|---:|"]
     for label, k in rows:
         ratio = l[k] / f[k] if f[k] else float("nan")
@@ -306,8 +337,12 @@ def main():
     print()
     print(table)
     f, l = med["floor"], med["lottery"]
-    print(f"\nwhole-run ratio LotteryTrainer/floor: {l['process'] / f['process']:.2f} (process), "
-          f"{l['run'] / f['run']:.2f} (IMP run only); per-step ratio "
+    print(f"\nwhole-process CPU ratio LotteryTrainer/floor: {l['process_cpu'] / f['process_cpu']:.2f}; IMP run CPU "
+          f"{l['run_cpu'] / f['run_cpu']:.2f}, without the summary "
+          f"{(l['run_cpu'] - l['summary_cpu']) / f['run_cpu']:.2f}")
+    print(f"whole-run ratio LotteryTrainer/floor: {l['process'] / f['process']:.2f} (process), "
+          f"{l['run'] / f['run']:.2f} (IMP run only), {(l['run'] - l['summary']) / f['run']:.2f} (IMP run without the "
+          f"end-of-run summary); per-step ratio "
           f"{(l['steps'] / l['n_steps']) / (f['steps'] / f['n_steps']):.3f}; load average {os.getloadavg()[0]:.2f}")
 
 

@@ -27,29 +27,23 @@ import sys
 import types
 import warnings
 
-from .branches.elastic import ElasticResult, ElasticTicket
-from .branches.stability import InstabilityResult
-from .flow import IMPFlow
-from .hub.ticket import LotteryTicket
-from .models import cifar_resnet  # noqa: F401  (registers resnet{14,20,32,44,56,110}_cifar in timm)
-from .models.families import (
-    Block,
-    Layout,
-    ModelFamily,
-    Unit,
-    family_of,
-    get_family,
-    prunable_parameters,
-    register_family,
-)
-from .pruning.callbacks import MaskCallback, keep_masked
-from .pruning.masks import MaskEnforcer, apply_mask, load_mask, magnitude_prune, mask_density, next_mask, save_mask
-from .pruning.settings import LotterySettings
-from .run import LotteryResult, RunDir
-from .training.arguments import DataArguments, LotteryArguments, ModelArguments
-from .training.trainer import LotteryTrainer
 from .version import __version__  # noqa: F401  (lottery_rg.__version__)
 
+# The public API, imported on first use (PEP 562): ``import lottery_rg`` costs no torch, timm or
+# transformers import, and ``from lottery_rg import LotteryTrainer`` imports only what the trainer needs.
+_LAZY = {
+    "ElasticResult": "branches.elastic", "ElasticTicket": "branches.elastic",
+    "InstabilityResult": "branches.stability", "IMPFlow": "flow", "LotteryTicket": "hub.ticket",
+    "Block": "models.families", "Layout": "models.families", "ModelFamily": "models.families",
+    "Unit": "models.families", "family_of": "models.families", "get_family": "models.families",
+    "prunable_parameters": "models.families", "register_family": "models.families",
+    "MaskCallback": "pruning.callbacks", "keep_masked": "pruning.callbacks",
+    "MaskEnforcer": "pruning.masks", "apply_mask": "pruning.masks", "load_mask": "pruning.masks",
+    "magnitude_prune": "pruning.masks", "mask_density": "pruning.masks", "next_mask": "pruning.masks",
+    "save_mask": "pruning.masks", "LotterySettings": "pruning.settings", "LotteryResult": "run", "RunDir": "run",
+    "DataArguments": "training.arguments", "LotteryArguments": "training.arguments",
+    "ModelArguments": "training.arguments", "LotteryTrainer": "training.trainer",
+}
 __all__ = [
     "LotteryTrainer", "LotteryTicket", "IMPFlow", "ElasticTicket", "ElasticResult", "LotteryArguments",
     "ModelArguments", "DataArguments", "LotteryResult", "LotterySettings", "RunDir", "MaskCallback", "keep_masked",
@@ -57,6 +51,8 @@ __all__ = [
     "mask_density", "Block", "Layout", "ModelFamily", "Unit", "family_of", "get_family", "prunable_parameters",
     "register_family",
 ]
+_SUBPACKAGES = ("io", "plotting", "run", "models", "pruning", "flow", "branches", "hub", "training", "tasks", "report",
+                "cli", "version")
 
 # Modules of lottery_rg 0.1 and where they live now. The old paths keep working (with a DeprecationWarning
 # naming the new one), and `python -m lottery_rg.stability` still runs the stability command line.
@@ -111,3 +107,61 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 sys.meta_path.append(_MovedFinder())
+
+
+def __getattr__(name):
+    """The public API and the sub-packages, imported on first access."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    if name in _SUBPACKAGES or name in _MOVED:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))
+
+
+class _RegisterCifarResNets(importlib.abc.MetaPathFinder):
+    """Registers ``resnet{14,20,32,44,56,110}_cifar`` in timm as soon as timm is imported.
+
+    ``import lottery_rg`` does not import timm (2-3 s with torchvision); a program that imports timm
+    afterwards still finds the CIFAR ResNets in ``timm.create_model`` / ``timm.list_models``, and
+    every lottery_rg path that builds a model imports :mod:`lottery_rg.models.cifar_resnet` itself.
+    """
+
+    target = f"{__name__}.models.cifar_resnet"
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "timm":
+            return None
+        for finder in sys.meta_path:  # the spec the import would have found without this finder
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_timm, register = loader.exec_module, self.target
+
+        def exec_module(module):
+            exec_timm(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            if register not in sys.modules:  # (not when cifar_resnet itself is importing timm)
+                importlib.import_module(register)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+if "timm" in sys.modules:
+    importlib.import_module(f"{__name__}.models.cifar_resnet")
+else:
+    sys.meta_path.insert(0, _RegisterCifarResNets())

@@ -215,3 +215,123 @@ def test_tiny_lottery_run_on_device(tmp_path):
     params = dict(trainer.model.named_parameters())
     assert all(p.device.type == DEVICE.type for p in params.values())
     assert all(not params[n][~m.to(DEVICE)].any() for n, m in mask.items())
+
+
+# ---------------------------------------------------------------------------- branches and flow on the device
+def _small_ticket(device, arch="resnet14_cifar", levels=2):
+    import timm
+
+    from lottery_rg import LotteryTicket, prunable_parameters
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch).to(device)
+    names = prunable_parameters(model)
+    params = dict(model.named_parameters())
+    mask = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
+    for _ in range(levels):
+        mask = next_mask({n: params[n].detach() for n in names}, mask, 0.2)
+    return LotteryTicket(model, mask, level=levels)
+
+
+def _batch(n=8, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"pixel_values": torch.randn(n, 3, size, size, generator=g),
+            "labels": torch.randint(0, 10, (n,), generator=g)}
+
+
+@pytest.mark.parametrize("kind", ["random", "magnitude", "snip", "grasp"])
+def test_baselines_on_device_equal_the_cpu(kind):
+    """Model on the device, batches from a CPU loader: masks on the device, bit for bit the CPU's."""
+    import copy
+
+    from lottery_rg.branches.baselines import baseline_mask, layerwise_counts
+
+    ticket = _small_ticket("cpu")
+    ref = baseline_mask(kind, copy.deepcopy(ticket.model), ticket.mask, batches=[_batch()], seed=1)
+    model = copy.deepcopy(ticket.model).to(DEVICE)
+    got = baseline_mask(kind, model, {n: m.to(DEVICE) for n, m in ticket.mask.items()}, batches=[_batch()], seed=1)
+    assert all(m.device.type == DEVICE.type for m in got.values())
+    assert layerwise_counts(got) == layerwise_counts(ticket.mask)
+    if kind in ("random", "magnitude"):  # exact: same permutation / same weights
+        assert all(torch.equal(got[n].cpu(), ref[n]) for n in ref)
+    else:  # gradients on another device may differ in the last bits: nearly the same mask
+        agree = sum(int((got[n].cpu() == ref[n]).sum()) for n in ref) / sum(m.numel() for m in ref.values())
+        assert agree > 0.99
+
+
+def test_elastic_transfer_stays_on_the_source_device():
+    from lottery_rg.branches.elastic import ElasticTicket
+
+    ticket = _small_ticket(DEVICE)
+    for target in ("resnet20_cifar", "resnet14_cifar"):
+        out = ElasticTicket(ticket).to(target, target_density=0.5) if target == "resnet20_cifar" else \
+            ElasticTicket(ticket).squeeze(target)
+        params = dict(out.model.named_parameters())
+        assert all(p.device.type == DEVICE.type for p in params.values())
+        assert all(m.device.type == DEVICE.type for m in out.mask.values())
+        assert all(not params[n][~m].any() for n, m in out.mask.items())
+
+
+def test_interpolation_on_the_device():
+    from lottery_rg.branches.stability import interpolate_state
+
+    a = {"w": torch.randn(5, device=DEVICE), "n": torch.tensor(3, device=DEVICE)}
+    b = {"w": torch.randn(5), "n": torch.tensor(7)}  # a state read onto the CPU
+    mid = interpolate_state(a, b, 0.75)
+    assert mid["w"].device.type == DEVICE.type and mid["n"].device.type == DEVICE.type and int(mid["n"]) == 7
+    assert torch.equal(interpolate_state(a, b, 1.0)["w"].cpu(), b["w"])
+
+
+def test_flow_counts_device_masks():
+    from lottery_rg import IMPFlow
+    from lottery_rg.pruning.masks import surviving
+
+    ticket = _small_ticket(DEVICE)
+    flow = IMPFlow.from_model(ticket.model, list(ticket.mask))
+    rec = flow.add_level(1, ticket.mask)
+    flow.add_level(2, surviving(ticket.mask))  # counts: one host transfer for every tensor together
+    assert flow.levels[0]["surviving"] == flow.levels[1]["surviving"] == rec["surviving"]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_tiny_lottery_run_in_mixed_precision(tmp_path, precision):
+    """bf16 autocast (CPU or CUDA) and fp16 with the grad scaler (CUDA only): the Trainer calls
+    ``on_optimizer_step`` after ``optimizer.step()``, i.e. after the scaler's (possibly skipped) step, so the
+    MaskCallback's multiply is the last write to the weights in every step."""
+    if precision == "fp16" and DEVICE.type != "cuda":
+        pytest.skip("fp16 with a grad scaler needs CUDA")
+    from utils import make_trainer
+
+    from lottery_rg.io import state_from_file
+
+    trainer = make_trainer(tmp_path / "run", lottery={"levels": 1}, train_samples=64,
+                           use_cpu=DEVICE.type == "cpu", per_device_eval_batch_size=64, **{precision: True})
+    result = trainer.run_imp()
+    assert [round(r["density"], 4) for r in result.levels] == [1.0, 0.8]
+    mask = load_mask(tmp_path / "run" / "level_01" / "mask.safetensors")
+    state = state_from_file(tmp_path / "run" / "level_01" / "model.safetensors", list(mask))
+    assert all(not state[n][~m].any() for n, m in mask.items())
+
+
+def test_sync_batchnorm_option(monkeypatch):
+    import timm
+
+    from lottery_rg import family_of, prunable_parameters
+    from lottery_rg.tasks.image import sync_batchnorm, wants_sync_bn
+
+    model = timm.create_model("resnet20_cifar")
+    assert sync_batchnorm(model, world_size=1) is model  # one process: nothing to synchronise
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs GPUs"):
+            sync_batchnorm(model, world_size=2)
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(timm.create_model("resnet20_cifar"))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules())
+    # masks, checkpoints and tickets see the same network
+    assert family_of(converted).name == family_of(model).name
+    assert prunable_parameters(converted) == prunable_parameters(model)
+    assert converted.state_dict().keys() == model.state_dict().keys()
+    assert family_of(converted).layout(converted).depths() == family_of(model).layout(model).depths()
+    monkeypatch.setenv("LOTTERY_RG_SYNC_BN", "1")
+    assert wants_sync_bn(None)
+    monkeypatch.delenv("LOTTERY_RG_SYNC_BN")
+    assert not wants_sync_bn(object()) and wants_sync_bn(type("A", (), {"sync_bn": True})())

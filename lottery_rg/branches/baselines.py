@@ -35,26 +35,34 @@ def layerwise_counts(mask: Mapping[str, torch.Tensor]) -> dict[str, int]:
 
 
 def keep_top(scores: Mapping[str, torch.Tensor], counts: Mapping[str, int]) -> Mask:
-    """Per tensor, keep the ``counts[name]`` highest scores (ties: lower flat index first)."""
+    """Per tensor, keep the ``counts[name]`` highest scores (ties: lower flat index first).
+
+    Sorted where the scores live (a stable sort, so the same mask on every device); each mask is
+    on its scores' device.
+    """
     out = {}
     for name, k in counts.items():
-        s = scores[name].detach().float().flatten().cpu()
+        s = scores[name].detach().float().flatten()
         if not 0 <= k <= s.numel():
             raise ValueError(f"{name}: cannot keep {k} of {s.numel()} weights")
         order = torch.sort(s, descending=True, stable=True).indices[:k]
-        keep = torch.zeros(s.numel(), dtype=torch.bool)
+        keep = torch.zeros(s.numel(), dtype=torch.bool, device=s.device)
         keep[order] = True
         out[name] = keep.view_as(scores[name])
     return out
 
 
 def random_mask(mask: Mapping[str, torch.Tensor], seed: int = 0) -> Mask:
-    """Each tensor's mask randomly permuted: same layerwise densities, random positions."""
+    """Each tensor's mask randomly permuted: same layerwise densities, random positions.
+
+    The permutations come from a CPU generator (the same masks for a seed on every device);
+    each mask stays on its input's device.
+    """
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name, m in mask.items():
-        flat = m.flatten().cpu()
-        out[name] = flat[torch.randperm(flat.numel(), generator=g)].view_as(m)
+        flat = m.flatten()
+        out[name] = flat[torch.randperm(flat.numel(), generator=g).to(flat.device)].view_as(m)
     return out
 
 
@@ -83,13 +91,28 @@ def default_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.T
     return F.cross_entropy(model(batch["pixel_values"]), batch["labels"])
 
 
+def _on_device(batch, device: torch.device):
+    """``batch`` (a mapping of tensors, or a tensor) on ``device``: data loaders give CPU batches, the model may be
+    on a GPU."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _on_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _grads(model, names, batches, loss_fn, create_graph=False):
     params = dict(model.named_parameters())
     tensors = [params[n] for n in names]
+    device = _device(model)
     total = None
     n = 0
     for batch in batches:
-        loss = loss_fn(model, batch)
+        loss = loss_fn(model, _on_device(batch, device))
         g = torch.autograd.grad(loss, tensors, create_graph=create_graph, allow_unused=True)
         g = [torch.zeros_like(t) if gi is None else gi for gi, t in zip(g, tensors)]
         total = g if total is None else [a + b for a, b in zip(total, g)]
@@ -135,7 +158,8 @@ def grasp_mask(model: nn.Module, counts: Mapping[str, int], batches: Iterable[Ma
                loss_fn: Callable = default_loss) -> Mask:
     """GraSP: scores −θ ⊙ (H g); the largest scores are removed, i.e. the smallest are kept."""
     names = list(counts)
-    batches = list(batches)
+    device = _device(model)
+    batches = [_on_device(b, device) for b in batches]
     with _Scoring(model):
         g, tensors = _grads(model, names, batches, loss_fn)
         g = [x.detach() for x in g]

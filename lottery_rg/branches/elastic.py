@@ -292,10 +292,11 @@ class ElasticTicket:
             if tuple(src_state[src_name].shape) != tuple(tgt_state[name].shape):
                 raise ValueError(f"{name}: target shape {tuple(tgt_state[name].shape)} differs from the source's "
                                  f"{src_name} {tuple(src_state[src_name].shape)}; widths must match")
-            new_state[name] = src_state[src_name].clone()
+            device = tgt_state[name].device  # the target's tensors and masks live where its parameters do
+            new_state[name] = src_state[src_name].detach().to(device, copy=True)
             origin[name] = src_name
             if src_name in self.source.mask:
-                new_mask[name] = self.source.mask[src_name].clone()
+                new_mask[name] = self.source.mask[src_name].to(device, copy=True)
         unwritten = set(tgt_state) - set(new_state)
         if unwritten:  # every tensor of the target must come from the source, never a silent random init
             raise RuntimeError(f"the transformation left target tensors unwritten: {sorted(unwritten)[:5]}")
@@ -346,11 +347,15 @@ class ElasticTicket:
 
     def _target_model(self, target) -> nn.Module:
         if isinstance(target, nn.Module):
-            model = target
-        elif isinstance(target, dict):
-            model = get_family(target.get("family", self.family.name)).build(target)
+            model = target  # stays where the caller put it
         else:
-            model = self.family.build(self.family.resolve_architecture(str(target), like=self.source.model))
+            if isinstance(target, dict):
+                model = get_family(target.get("family", self.family.name)).build(target)
+            else:
+                model = self.family.build(self.family.resolve_architecture(str(target), like=self.source.model))
+            source = next(self.source.model.parameters(), None)
+            if source is not None:  # a target built here goes on the source's device (a CUDA ticket: the GPU)
+                model = model.to(source.device)
         try:
             fam = family_of(model)
         except ValueError as e:

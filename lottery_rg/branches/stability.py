@@ -73,9 +73,9 @@ def interpolate_state(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tenso
         if x.shape != y.shape:
             raise ValueError(f"{name}: shapes {tuple(x.shape)} and {tuple(y.shape)} differ")
         if x.is_floating_point():
-            out[name] = torch.lerp(x, y.to(x.dtype), float(alpha))
+            out[name] = torch.lerp(x, y.to(x.device, x.dtype), float(alpha))  # on a's device
         else:
-            out[name] = (x if alpha < 0.5 else y).clone()
+            out[name] = (x if alpha < 0.5 else y.to(x.device)).clone()
     return out
 
 

@@ -17,7 +17,7 @@ import torch
 from .base import TaskSetup, truncate_splits
 
 __all__ = ["embedded_digits", "load_image_datasets", "ImageTransform", "accuracy_metrics", "load_image_splits",
-           "prepare_data_for_model", "prepare_image_task"]
+           "prepare_data_for_model", "prepare_image_task", "sync_batchnorm", "wants_sync_bn"]
 
 
 def embedded_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0):
@@ -165,6 +165,8 @@ def prepare_image_task(model_args, data_args, seed: int = 42) -> TaskSetup:
     model = load_model(model_args.model_name_or_path, num_labels=len(labels), pretrained=model_args.pretrained,
                        revision=model_args.revision)
     train, test, size, collator = prepare_data_for_model(model, data_args, dsd, with_collator=True)
+    if wants_sync_bn(model_args, data_args):
+        model = sync_batchnorm(model)
     info = {"dataset": data_args.dataset_name or "sklearn-digits (embedded)", "image_size": size,
             "num_labels": len(labels), "labels": labels, "model_name_or_path": model_args.model_name_or_path,
             "mean": list(model.pretrained_cfg.get("mean", ())), "std": list(model.pretrained_cfg.get("std", ()))}
@@ -172,3 +174,29 @@ def prepare_image_task(model_args, data_args, seed: int = 42) -> TaskSetup:
         info["data_path"] = "tensor"
     return TaskSetup("image-classification", model, train, test, data_collator=collator,
                      compute_metrics=accuracy_metrics, info=info)
+
+
+def wants_sync_bn(*arguments) -> bool:
+    """``--sync_bn``: a ``sync_bn`` field of any of the argument dataclasses, or ``LOTTERY_RG_SYNC_BN=1``."""
+    if any(getattr(a, "sync_bn", False) for a in arguments if a is not None):
+        return True
+    return os.environ.get("LOTTERY_RG_SYNC_BN", "").strip().lower() in ("1", "true", "yes")
+
+
+def sync_batchnorm(model: torch.nn.Module, world_size: int | None = None) -> torch.nn.Module:
+    """``model`` with every BatchNorm a ``torch.nn.SyncBatchNorm`` when the run has several processes.
+
+    With ``accelerate launch --multi_gpu`` each process normalises with the statistics of its own
+    per-device batch; SyncBatchNorm computes them over the whole global batch instead, so that N
+    GPUs at per-device batch B/N train like one GPU at batch B. One process: ``model`` unchanged.
+    SyncBatchNorm runs only on GPUs (NCCL); on CPU processes (gloo) torch refuses it in training,
+    so this raises instead of letting every rank fail at its first step. Names, shapes and the
+    state dict are those of ``BatchNorm2d``: masks, checkpoints and tickets are unaffected.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
+    if world <= 1:
+        return model
+    if not torch.cuda.is_available():
+        raise ValueError(f"--sync_bn with {world} processes needs GPUs: torch's SyncBatchNorm does not run on the "
+                         f"CPU (gloo); drop --sync_bn (each process then uses its own batch statistics)")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
