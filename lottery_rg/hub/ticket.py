@@ -151,7 +151,7 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
         model = get_family(cfg["model"]["family"]).build(cfg["model"])
         load_state(model, run.rewind)
-        mask = load_mask(run.mask(level), model)
+        mask = load_mask(run.mask(level), model, device=_device_of(model))
         MaskEnforcer(model, mask).apply()
         trained = state_from_file(run.model(level)) if include_trained or weights == "trained" else None
         rewind_state = None
@@ -341,7 +341,7 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             model = family.build(arch)
         except (TypeError, ValueError, KeyError) as e:
             raise ValueError(f"{cfg_path}: cannot build the model it describes: {e}") from e
-        mask = load_mask(_require(folder, "mask.safetensors"), model)
+        mask = load_mask(_require(folder, "mask.safetensors"), model, device=_device_of(model))
         check_prunable(meta, model, family, mask, str(cfg_path))
         if int(meta.get("format", 1)) >= 2:
             rewind_file = _require(folder, REWIND_FILE)
@@ -418,3 +418,8 @@ def _fetch(model_id: str, *, revision=None, cache_dir=None, force_download=False
             raise ValueError(f"{model_id} holds only pickle files ({', '.join(pickles)}); lottery_rg loads "
                              f"safetensors and JSON only and will not unpickle them")
     return folder
+
+
+def _device_of(model: nn.Module):
+    """Where the model's parameters live: the ticket's mask goes there too."""
+    return next(model.parameters()).device

@@ -91,6 +91,9 @@ class ModelArguments:
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path if not the model's."})
     bert_layers: int = field(default=4, metadata={"help": "Encoder layers of the embedded from-scratch BERT."})
     bert_hidden_size: int = field(default=256, metadata={"help": "Hidden size of the embedded from-scratch BERT."})
+    sync_bn: bool = field(default=False, metadata={
+        "help": "With several GPU processes: convert BatchNorm to SyncBatchNorm, so that batch statistics are "
+                "computed over the global batch as on one GPU (not available on CPU/gloo)."})
 
     def __post_init__(self):
         if self.task is not None and self.task not in TASKS:

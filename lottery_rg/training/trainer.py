@@ -509,7 +509,7 @@ class LotteryTrainer(Trainer):
                 save_state(self.model, tmp / run.model(level).name, metadata={"level": level})
                 write_json(tmp / run.metrics(level).name, record)
             if self.flow is not None:
-                self.flow.add_level(level, mask, metrics)
+                self.flow.add_level(level, counts, metrics)  # counts: one host transfer, already made
                 self.flow.save(run.flow)
             shutil.rmtree(work, ignore_errors=True)
             if self.push_tickets and la.push_levels:
