@@ -40,22 +40,15 @@ def parse_args(argv=None):
     return parse_args_into((ModelArguments, DataArguments, LotteryArguments, TrainingArguments), argv)
 
 
-class _OncePerLevel(logging.Filter):
-    """The trainer prints each level's line to stdout; its log record of the same event is left to DEBUG."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name == "lottery_rg.training.trainer" and str(record.msg).startswith("level %d/%d:"))
-
-
-def setup_logging(should_log: bool = True) -> None:
-    """lottery_rg's own logger at INFO (one handler, not the root's); transformers, datasets and the HTTP
-    libraries stay at WARNING, so a push does not print every request."""
+def setup_logging() -> None:
+    """lottery_rg's own logger at INFO on every process (one handler, not the root's: each process logs its mask
+    digest); transformers, datasets and the HTTP libraries stay at WARNING, so a push does not print every
+    request. The level lines on stdout come from the main process only."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
-    handler.addFilter(_OncePerLevel())
     library = logging.getLogger("lottery_rg")
     library.handlers[:] = [handler]
-    library.setLevel(logging.INFO if should_log else logging.WARNING)
+    library.setLevel(logging.INFO)
     library.propagate = False
     transformers.utils.logging.set_verbosity_warning()
     datasets.utils.logging.set_verbosity_warning()
@@ -65,7 +58,7 @@ def setup_logging(should_log: bool = True) -> None:
 
 def main(argv=None):
     model_args, data_args, lottery_args, training_args = parse_args(argv)
-    setup_logging(training_args.should_log)
+    setup_logging()
 
     setup = prepare_task(model_args, data_args, seed=training_args.seed)
     world = training_args.world_size

@@ -481,8 +481,9 @@ class LotteryTrainer(Trainer):
         self.current_level = level
         mask = self._mask_for_level(level)
         self.mask = mask
-        logger.info("level %d/%d: density %.4f, mask digest %s (process %d)", level, la.levels,
-                    mask_density(mask), mask_digest(mask), self.args.process_index)
+        # every process logs its own digest: the evidence that all ranks prune to the same mask
+        logger.info("mask digest %s (process %d) for level %d/%d at density %.4f", mask_digest(mask),
+                    self.args.process_index, level, la.levels, mask_density(mask))
         if self.is_world_process_zero():
             print(f"[lottery_rg] level {level}/{la.levels}: training at density {100 * mask_density(mask):.2f}%",
                   flush=True)
