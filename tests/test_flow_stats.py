@@ -291,3 +291,20 @@ def test_cli_pools_seeds_and_normalises_stages(tmp_path, capsys):
     assert "pooled over 3 seeds" in out and "residual stages only" in out and "head" not in out.split("Verdict")[0]
     assert "Verdict" in out and "statistic" in out
     assert (tmp_path / "png" / "eigenvalues_stage.png").is_file()
+
+
+# --------------------------------------------------------------------------- Eq. 14 wording
+
+
+def test_eq14_gamma_on_its_bound_is_reported_as_not_determined():
+    from lottery_rg.flow.scaling import eq14, fit_critical_exponent
+
+    d = 100 * 0.8 ** np.arange(21)
+    step = np.where(d > 5, 0.5, 88.0)  # flat, then chance within one level: a step, not a power law
+    fit = fit_critical_exponent(d, step)
+    assert not fit.gamma_determined
+    assert "γ NOT DETERMINED" in fit.to_markdown()
+    smooth = eq14(d, 1.0, 80.0, 20.0, -1.5)  # a gradual rise that reaches its plateau
+    good = fit_critical_exponent(d, smooth + np.random.default_rng(0).normal(0, 0.2, d.size))
+    assert good.gamma_determined and abs(good.gamma + 1.5) < 0.2 and good.gamma_stderr < 0.1
+    assert f"γ = {good.gamma:.4f} ±" in good.to_markdown()
