@@ -379,8 +379,8 @@ def _unit_verdict(s: dict, labels, relation: str) -> str:
                else f"training changes the class of {n - n_agree}/{n} unit(s) ({_fmt_units(s['disagreeing'])})")
         lam = (f"λ differs significantly (Holm p < {s['alpha']:g}) in {_fmt_units(differ)}" if differ
                else "no eigenvalue differs significantly")
-        tail = (" — the class pattern is reproduced without training; only the listed eigenvalues reflect it"
-                if s["all_agree"] else "")
+        tail = (" — the class pattern is reproduced without training" + ("; training shifts only the eigenvalues "
+                "listed" if differ else "") if s["all_agree"] else "")
         return head + cls + "; " + lam + tail + soft_text
     if s["same"]:
         return ("same: every unit carries the same class and no eigenvalue differs beyond its uncertainty; "
