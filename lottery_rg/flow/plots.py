@@ -129,6 +129,8 @@ def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", ti
     pooled = "stable" in t.columns and getattr(table, "per_seed", None)
     bars = t["se"] if pooled else t["std"]
     if pooled:
+        ax.errorbar(xs, t["lambda"].to_numpy(float), yerr=np.nan_to_num(t["std"].to_numpy(float)), fmt="none",
+                    ecolor="0.75", elinewidth=4, alpha=0.6, label="± within-run std (class rule)", zorder=0)
         for i, st in enumerate(table.per_seed):
             ax.plot(xs, st.table["lambda"].to_numpy(float), linestyle="none", marker="x", markersize=4,
                     color="0.55", label="each seed" if i == 0 else None, zorder=1)
