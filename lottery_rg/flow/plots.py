@@ -214,8 +214,10 @@ def plot_error_vs_density(points_or_flows, fit=None, path=None, *, metric: str =
         grid = np.logspace(np.log10(lo), np.log10(100.0), 300)
         p = fit.params
         ax.plot(grid, fit.predict(grid), color="black", lw=1.5,
-                label=(rf"Eq. 14: $\gamma$ = {p['gamma']:.3f} ± {fit.stderr['gamma']:.2g}"
-                       + (" (at bound)" if "gamma" in fit.at_bounds else "") + ", "
+                label=((rf"Eq. 14: $\gamma$ = {p['gamma']:.3f} ± {fit.stderr['gamma']:.2g}"
+                        if getattr(fit, "gamma_determined", True)
+                        else rf"Eq. 14: $\gamma$ not determined (stopped at {p['gamma']:.3g}"
+                        + (", its bound)" if "gamma" in fit.at_bounds else ")")) + ", "
                        rf"$\epsilon_{{np}}$ = {p['eps_np']:.2f}, $\epsilon^\dagger$ = {p['eps_dagger']:.1f}, "
                        rf"p = {p['p']:.2g}"))
     density_axis(ax, [float(np.min(d)) for d in d_all], invert=invert_x)
