@@ -164,7 +164,11 @@ def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", ti
     seeds = f", {table.n_seeds} seeds" if pooled else ""
     ax.set_title(title or f"IMP-flow eigenvalues ({table.granularity}, levels {lv[0]}–{lv[-1]}{seeds}{norm})")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    if pooled:  # more entries: keep them off the data
+        fig.set_size_inches(fig.get_size_inches()[0] + 2.5, fig.get_size_inches()[1])
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
