@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .flow import ClassRule, IMPFlow
+from .flow import CONTROL_STARTS, NORMALIZATIONS, ClassRule, FlowPool, IMPFlow
 from .models.families import GRANULARITIES
 
 __all__ = ["main", "flow_main", "stability_main"]
@@ -22,75 +22,121 @@ def _flow_parser(prog: str = "lottery-rg flow") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="RG analysis of an IMP run: IMP-flow eigenvalues and classes, comparison with another run, "
-                    "critical-exponent fit (Eq. 14) and plots.",
+                    "critical-exponent fit (Eq. 14) and plots. Several RUNs (seeds of one configuration, e.g. "
+                    "from examples/run_seeds.sh) are pooled: λ as mean ± standard error across seeds and the "
+                    "class of every seed.",
     )
-    p.add_argument("run", help="IMP run directory, flow.json file, or Hub repository id")
+    p.add_argument("run", nargs="+", help="IMP run directory, flow.json file, or Hub repository id; several: the "
+                                          "seeds of one configuration, pooled")
     p.add_argument("--revision", default=None, help="Hub revision when RUN is a repository id")
     p.add_argument("--granularity", default="block", choices=GRANULARITIES)
     p.add_argument("--window", type=int, default=None, help="number of IMP applications used (default: all)")
     p.add_argument("--start", type=int, default=0, help="first level of the window (default 0)")
     p.add_argument("--ddof", type=int, default=0, choices=(0, 1), help="0: population std (default), 1: sample std")
     p.add_argument("--k", type=float, default=1.0, help="class rule: marginal when |λ−1| ≤ k·std (default 1)")
-    p.add_argument("--compare", metavar="OTHER", default=None, help="another run directory / flow.json / repo id")
+    p.add_argument("--normalize", choices=NORMALIZATIONS, default="all",
+                   help="denominator of M: 'all' prunable weights (Eq. 13, default) or the residual 'stages' only "
+                        "(stem and head outside, as in the paper's ResNet-50 Table 2)")
+    p.add_argument("--compare", metavar="OTHER", nargs="+", default=None,
+                   help="another run directory / flow.json / repo id (several: its seeds, pooled)")
     p.add_argument("--by", choices=("auto", "unit", "stage"), default="auto", help="comparison mode")
+    p.add_argument("--relation", choices=("auto", "transfer", "control"), default="auto",
+                   help="what --compare compares: two trained flows ('transfer': the verdict predicts whether "
+                        "tickets transfer) or a flow and its control; auto detects a control flow")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the comparison (Holm-adjusted)")
+    p.add_argument("--block-length", type=int, default=None,
+                   help="moving-block bootstrap block length for single-run SEs (default ⌈n^(1/3)⌉)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000, seed 0)")
     p.add_argument("--include-entry", action="store_true",
                    help="stage comparison: count each stage's entry block too (excluded by default, as in the paper)")
-    p.add_argument("--fit", action="store_true", help="fit the critical exponent (Eq. 14) to error vs density")
+    p.add_argument("--fit", action="store_true",
+                   help="fit the critical exponent (Eq. 14) to error vs density (every seed's points together)")
     p.add_argument("--metric", default="eval_accuracy", help="accuracy metric for --fit (a fraction in [0, 1])")
     p.add_argument("--plots", metavar="OUT_DIR", default=None, help="write PNG plots to this directory")
     p.add_argument("--x", dest="x_unit", default=None, help="x unit of the flow projection plot")
     p.add_argument("--y", dest="y_unit", default=None, help="y unit of the flow projection plot")
-    p.add_argument("--table", metavar="PATH", default=None, help="write the flat flow table (.csv or .parquet)")
+    p.add_argument("--table", metavar="PATH", default=None,
+                   help="write the flat flow table (.csv or .parquet; the first RUN's)")
     p.add_argument("--control", action="store_true",
-                   help="also compute the untrained control flow (the rewind weights pruned without training) "
-                        "and compare the run against it")
+                   help="also compute the untrained control flow (the run's weights pruned by the same schedule "
+                        "without training; one per seed) and compare the run against it")
+    p.add_argument("--control-from", choices=CONTROL_STARTS, default="rewind",
+                   help="weights the control prunes: 'rewind' = θ_k (rewind.safetensors, default) or 'init' = θ_0 "
+                        "(init.safetensors)")
     return p
 
 
 def flow_main(argv: Sequence[str] | None = None, prog: str = "python -m lottery_rg.flow") -> int:
-    """RG analysis of a run: eigenvalues, control, comparison, Eq. 14 fit, plots (``lottery-rg flow``)."""
+    """RG analysis of a run or of several seeds: eigenvalues, control, comparison, Eq. 14 fit, plots."""
     args = _flow_parser(prog).parse_args(argv)
     rc = 0
     try:
-        flow = IMPFlow.from_pretrained(args.run, revision=args.revision)
-        other = IMPFlow.from_pretrained(args.compare) if args.compare else None
+        flows = [IMPFlow.from_pretrained(r, revision=args.revision) for r in args.run]
+        others = [IMPFlow.from_pretrained(r) for r in args.compare] if args.compare else []
+        pool = FlowPool(flows, args.run) if len(flows) > 1 else None
+        other_pool = FlowPool(others, args.compare) if len(others) > 1 else None
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not flow.levels:
-        print(f"{args.run}: the flow has no levels yet", file=sys.stderr)
-        return 1
+    for r, f in zip(args.run, flows):
+        if not f.levels:
+            print(f"{r}: the flow has no levels yet", file=sys.stderr)
+            return 1
+    flow = flows[0]
+    subject = pool if pool is not None else flow
+    other = other_pool if other_pool is not None else (others[0] if others else None)
     rule = ClassRule(k=args.k)
-    dens = flow.densities()
-    print(f"IMP flow of {flow.label} from {args.run}: levels {flow.level_numbers[0]}–{flow.level_numbers[-1]}, "
-          f"density {100 * dens.iloc[0]:.2f} % → {100 * dens.iloc[-1]:.2f} %, schedule {flow.schedule or 'unrecorded'}")
+    ekw = dict(window=args.window, start=args.start, rule=rule, ddof=args.ddof, normalize=args.normalize,
+               block_length=args.block_length, n_boot=args.n_boot)
+    for r, f in zip(args.run, flows):
+        dens = f.densities()
+        print(f"IMP flow of {f.label} from {r}: levels {f.level_numbers[0]}–{f.level_numbers[-1]}, "
+              f"density {100 * dens.iloc[0]:.2f} % → {100 * dens.iloc[-1]:.2f} %, "
+              f"schedule {f.schedule or 'unrecorded'}")
     print()
-    table = flow.eigenvalues(args.granularity, window=args.window, start=args.start, rule=rule, ddof=args.ddof)
+    try:
+        table = subject.eigenvalues(args.granularity, **ekw)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if pool is not None:
+        for r, t in zip(args.run, table.per_seed):
+            print(f"[{r}]\n")
+            print(t.to_markdown())
+            print()
     print(table.to_markdown())
     if args.control:
         try:
-            control = IMPFlow.untrained_control(args.run)
+            controls = [IMPFlow.untrained_control(r, start=args.control_from) for r in args.run]
         except (FileNotFoundError, ValueError) as e:
-            print(f"error: the control needs a run directory with rewind.safetensors: {e}", file=sys.stderr)
+            print(f"error: the control needs run directories with rewind.safetensors (and init.safetensors for "
+                  f"--control-from init): {e}", file=sys.stderr)
             return 2
-        print("\nUntrained control (rewind weights pruned by the same schedule, no training):\n")
-        print(control.eigenvalues(args.granularity, window=args.window, start=args.start, rule=rule,
-                                  ddof=args.ddof).to_markdown())
+        control = FlowPool(controls, args.run, label=controls[0].label) if pool is not None else controls[0]
+        theta = "θ_0" if args.control_from == "init" else "the rewind weights θ_k"
+        print(f"\nUntrained control ({theta} pruned by the same schedule, no training):\n")
+        print(control.eigenvalues(args.granularity, **ekw).to_markdown())
         print()
-        print(flow.compare(control, args.granularity, window=args.window, start=args.start, rule=rule, ddof=args.ddof,
-                           by="unit", labels=("trained IMP", "untrained control")).to_markdown())
+        print(subject.compare(control, args.granularity, by="unit", relation="control", alpha=args.alpha,
+                              labels=("trained IMP", control.label), **ekw).to_markdown())
     if other is not None:
         print()
-        cmp = flow.compare(other, args.granularity, window=args.window, start=args.start, rule=rule,
-                           ddof=args.ddof, by=args.by, exclude_entry=not args.include_entry,
-                           labels=(f"{flow.label} [{args.run}]", f"{other.label} [{args.compare}]"))
+        la = f"{subject.label} [{', '.join(args.run)}]"
+        lb = f"{other.label} [{', '.join(args.compare)}]"
+        try:
+            cmp = subject.compare(other, args.granularity, by=args.by, exclude_entry=not args.include_entry,
+                                  relation=args.relation, alpha=args.alpha, labels=(la, lb), **ekw)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(cmp.to_markdown())
     fit = None
     if args.fit:
         print()
         try:
-            fit = flow.critical_exponent(args.metric)
-            print(f"Critical exponent (Eq. 14, {args.metric}):\n")
+            fit = subject.critical_exponent(args.metric)
+            n_runs = f" ({len(flows)} runs pooled)" if pool is not None else ""
+            print(f"Critical exponent (Eq. 14, {args.metric}){n_runs}:\n")
             print(fit.to_markdown())
         except (ValueError, RuntimeError) as e:
             print(f"critical-exponent fit failed: {e}", file=sys.stderr)
@@ -98,41 +144,47 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "python -m lottery_
     if args.table:
         print(f"\nwrote {flow.save_table(args.table)}")
     if args.plots:
-        from .flow import plots as flow_plots
-
-        out = Path(args.plots)
-        out.mkdir(parents=True, exist_ok=True)
-        written = [flow_plots.plot_M_vs_level(flow, args.granularity, out / f"M_vs_level_{args.granularity}.png"),
-                   flow_plots.plot_eigenvalues(table, out / f"eigenvalues_{args.granularity}.png")]
-        x_unit, y_unit = args.x_unit, args.y_unit
-        if x_unit is None or y_unit is None:
-            lam = table.lambdas.dropna()
-            if len(lam) >= 2:
-                x_unit = x_unit or str(lam.idxmax())
-                y_unit = y_unit or str(lam.drop(x_unit, errors="ignore").idxmin())
-        if x_unit and y_unit:
-            flows, labels = [flow], [flow.label]
-            if other is not None:
-                names = {u.name for u in other.get_units(args.granularity)}
-                if x_unit in names and y_unit in names:
-                    flows.append(other)
-                    labels.append(f"{other.label} [{args.compare}]")
-            written.append(flow_plots.plot_flow_projection(
-                flows, x_unit, y_unit, args.granularity, out / f"flow_projection_{args.granularity}.png",
-                labels=labels))
-        try:
-            from .flow.scaling import points_from_flows
-
-            d, _ = points_from_flows([flow], args.metric)
-            if d.size:
-                written.append(flow_plots.plot_error_vs_density([flow], fit, out / "error_vs_density.png",
-                                                                metric=args.metric))
-        except ValueError as e:
-            print(f"error-vs-density plot skipped: {e}", file=sys.stderr)
-        print()
-        for w in written:
-            print(f"wrote {w}")
+        _flow_plots(args, flows, subject, table, other, fit)
     return rc
+
+
+def _flow_plots(args, flows, subject, table, other, fit) -> None:
+    from .flow import plots as flow_plots
+
+    out = Path(args.plots)
+    out.mkdir(parents=True, exist_ok=True)
+    g = args.granularity
+    written = [flow_plots.plot_M_vs_level(subject, g, out / f"M_vs_level_{g}.png", normalize=args.normalize),
+               flow_plots.plot_eigenvalues(table, out / f"eigenvalues_{g}.png")]
+    x_unit, y_unit = args.x_unit, args.y_unit
+    if x_unit is None or y_unit is None:
+        lam = table.lambdas.dropna()
+        if len(lam) >= 2:
+            x_unit = x_unit or str(lam.idxmax())
+            y_unit = y_unit or str(lam.drop(x_unit, errors="ignore").idxmin())
+    if x_unit and y_unit:
+        proj, labels = list(flows), [str(r) for r in args.run]
+        if other is not None:
+            names = {u.name for u in other.get_units(g)}
+            if x_unit in names and y_unit in names:
+                extra = list(getattr(other, "flows", [other]))
+                proj += extra
+                labels += [str(r) for r in args.compare][:len(extra)]
+        written.append(flow_plots.plot_flow_projection(proj, x_unit, y_unit, g, out / f"flow_projection_{g}.png",
+                                                       labels=labels, normalize=args.normalize))
+    try:
+        from .flow.scaling import points_from_flows
+
+        d, _ = points_from_flows(flows, args.metric)
+        if d.size:
+            written.append(flow_plots.plot_error_vs_density(flows, fit, out / "error_vs_density.png",
+                                                            metric=args.metric,
+                                                            labels=[str(r) for r in args.run]))
+    except ValueError as e:
+        print(f"error-vs-density plot skipped: {e}", file=sys.stderr)
+    print()
+    for w in written:
+        print(f"wrote {w}")
 
 
 def stability_main(argv: Sequence[str] | None = None, prog: str = "python -m lottery_rg.stability") -> int:

@@ -45,10 +45,14 @@ from ..models.families import GRANULARITIES, Layout, Unit, family_of, get_family
 from ..pruning.settings import LotterySettings
 from ..run import FLOW_FILE, RunDir
 from .eigen import UNDETERMINED, EigenvalueTable, FlowComparison, Rule, _rule, compare_stages, compare_units
+from .uncertainty import BOOTSTRAP_SEED, N_BOOT, block_bootstrap_se, default_block_length, lag1_autocorrelation
 
-__all__ = ["SCHEMA_VERSION", "FLOW_FILE", "IMPFlow"]
+__all__ = ["SCHEMA_VERSION", "FLOW_FILE", "NORMALIZATIONS", "CONTROL_STARTS", "IMPFlow", "compare_flows"]
 
 SCHEMA_VERSION = 1
+#: denominators of M: every prunable weight (Eq. 13) or the residual stages only (Table 2 of seed 001)
+NORMALIZATIONS = ("all", "stages")
+CONTROL_STARTS = ("rewind", "init")
 
 
 def _unit_to_dict(u: Unit) -> dict:
@@ -328,21 +332,34 @@ class IMPFlow:
         raise FileNotFoundError(f"no flow in {text}")  # not reached
 
     @classmethod
-    def untrained_control(cls, run_dir: str | os.PathLike) -> IMPFlow:
-        """The flow the run's schedule would follow *without training*: its rewind weights pruned again and again.
+    def untrained_control(cls, run_dir: str | os.PathLike, start: str = "rewind") -> IMPFlow:
+        """The flow the run's schedule would follow *without training*: fixed weights pruned again and again.
 
-        A control for the RG reading: with unchanged weights, global magnitude pruning only
-        sees the initialisation's per-layer scales (e.g. Kaiming's fan-out scaling), so
-        eigenvalue patterns it reproduces are not evidence about what training learned.
+        ``start="rewind"`` prunes the rewind weights θ_k (``rewind.safetensors``; k SGD steps
+        when the run rewinds to step k > 0); ``start="init"`` prunes the initialisation θ_0
+        (``init.safetensors``, or ``rewind.safetensors`` when k = 0). The choice is recorded
+        in ``schedule["control"]`` ("untrained"), ``schedule["control_from"]``, the weights'
+        step ``schedule["control_step"]`` and the model name. A control for the RG reading:
+        with unchanged weights, global magnitude pruning only sees the weights' per-layer
+        scales (e.g. Kaiming's fan-out scaling), so eigenvalue patterns it reproduces are
+        not evidence about what training learned.
         """
         from ..io import state_from_file
 
+        if start not in CONTROL_STARTS:
+            raise ValueError(f"start must be one of {CONTROL_STARTS}, got {start!r}")
         run = RunDir(run_dir)
         trained = cls.from_run_dir(run.root)
-        weights = state_from_file(run.rewind, list(trained.tensors))
         sched, settings = trained.schedule, trained.settings
-        control = cls(model=dict(trained.model, name=f"{trained.label} (untrained control)"),
-                      tensors=dict(trained.tensors), units=trained.units, schedule=dict(sched, control="untrained"))
+        k = int(sched.get("rewind_steps", 0) or 0)
+        path = run.rewind if start == "rewind" else run.initial_weights()
+        step = k if start == "rewind" else 0
+        weights = state_from_file(path, list(trained.tensors))
+        theta = f"θ_{step}" if start == "init" or k == 0 else f"θ_k, k = {k}"
+        control = cls(model=dict(trained.model, name=f"{trained.label} (untrained control from {theta})"),
+                      tensors=dict(trained.tensors), units=trained.units,
+                      schedule=dict(sched, control="untrained", control_from=start, control_step=step,
+                                    control_weights=path.name))
         mask = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
         for level in range(max(trained.level_numbers) + 1):
             control.add_level(level, mask)
@@ -472,10 +489,42 @@ class IMPFlow:
         units = self.get_units(granularity)
         return pd.Series({u.name: sum(self.tensors[p] for p in u.params) for u in units}, name="total", dtype="int64")
 
-    def M(self, granularity: str = "block") -> pd.DataFrame:
-        """M_i(n) (Eq. 13): rows = levels, columns = units; every row sums to 1."""
+    def stage_tensors(self) -> list[str]:
+        """The prunable tensors inside the residual stages (blocks / encoder layers): not stem, head or other."""
+        units = self.units.get("stage") or self.units.get("block") or []
+        inside = {p for u in units if u.stage is not None and u.kind in ("stage", "block") for p in u.params}
+        if not inside:
+            raise ValueError(f"{self.label}: no prunable tensor lies in a residual stage, so M cannot be normalised "
+                             f"over the stages")
+        return [t for t in self.tensors if t in inside]
+
+    def M(self, granularity: str = "block", normalize: str = "all") -> pd.DataFrame:
+        """M_i(n) (Eq. 13): rows = levels, columns = units; every row sums to 1.
+
+        ``normalize="all"`` (default) divides by every surviving prunable weight.
+        ``normalize="stages"`` divides by the surviving weights of the residual stages only
+        and drops the units outside them (stem, head): the normalisation of the paper's
+        ResNet-50 Table 2 (seed 001), whose four stage shares sum to 1 without stem and fc.
+        """
         counts = self.surviving(granularity)
+        counts = counts[self._normalized_units(granularity, normalize)]
         return counts.div(counts.sum(axis=1), axis=0).astype(float)
+
+    def _normalized_units(self, granularity: str, normalize: str) -> list[str]:
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+        units = self.get_units(granularity)
+        if normalize == "all":
+            return [u.name for u in units]
+        inside = set(self.stage_tensors())
+        keep = []
+        for u in units:
+            n_in = sum(p in inside for p in u.params)
+            if n_in == len(u.params):
+                keep.append(u.name)
+            elif n_in:
+                raise ValueError(f"{granularity} unit {u.name!r} straddles the stages and the rest of the model")
+        return keep
 
     def densities(self) -> pd.Series:
         """Surviving fraction of the prunable weights at each level."""
@@ -489,20 +538,25 @@ class IMPFlow:
     # ----------------------------------------------------------------- analysis
 
     def eigenvalues(self, granularity: str = "block", window: int | None = None, start: int = 0, *,
-                    rule: Rule | float | None = None, ddof: int = 0, eigen_tol: float = 0.05) -> EigenvalueTable:
+                    rule: Rule | float | None = None, ddof: int = 0, eigen_tol: float = 0.05,
+                    normalize: str = "all", block_length: int | None = None, n_boot: int = N_BOOT,
+                    boot_seed: int = BOOTSTRAP_SEED) -> EigenvalueTable:
         """λ_i ± std per unit from ``window`` consecutive IMP applications starting at level ``start``.
 
         ``window=None`` uses every consecutive pair from ``start`` on (the paper used the
         first 17 applications for VGG-16). ``rule`` is a :class:`ClassRule`, a number k
         (ClassRule(k=k)) or a callable (λ, std) -> class name. ``ddof=0`` (default) gives
-        the population standard deviation, ``ddof=1`` the sample one.
+        the population standard deviation, ``ddof=1`` the sample one. ``normalize``: see
+        :meth:`M`. The ``se`` column is the moving-block-bootstrap standard error of λ over
+        the window's ratios (``block_length``, ``n_boot``, ``boot_seed``; see
+        :mod:`lottery_rg.flow.uncertainty`); the class uses ``std`` (the paper's rule).
         """
         if window is not None and int(window) < 1:
             raise ValueError(f"window must be at least 1 IMP application, got {window}")
         if ddof not in (0, 1):
             raise ValueError("ddof must be 0 (population std) or 1 (sample std)")
         rule = _rule(rule)
-        M = self.M(granularity)
+        M = self.M(granularity, normalize)
         present = set(M.index)
         start = int(start)
         if start not in present:
@@ -521,7 +575,8 @@ class IMPFlow:
             warnings.warn(f"levels after {used[-1] + 1} are not used: level {used[-1] + 1} is missing", stacklevel=2)
         Mw = M.loc[used].to_numpy(float)
         rows = []
-        for j, u in enumerate(self.get_units(granularity)):
+        kept = set(M.columns)
+        for j, u in enumerate([u for u in self.get_units(granularity) if u.name in kept]):
             m = Mw[:, j]
             ok = m[:-1] > 0
             ratios = m[1:][ok] / m[:-1][ok]
@@ -531,7 +586,9 @@ class IMPFlow:
             zero = np.flatnonzero(m == 0)
             rows.append({
                 "unit": u.name, "kind": u.kind, "stage": u.stage, "index": u.index, "downsample": u.downsample,
-                "M_start": float(m[0]), "lambda": lam, "std": std, "n_pairs": n, "n_skipped": int((~ok).sum()),
+                "M_start": float(m[0]), "lambda": lam, "std": std,
+                "se": block_bootstrap_se(ratios, block_length, n_boot, boot_seed), "se_df": float("inf"),
+                "lag1": lag1_autocorrelation(ratios), "n_pairs": n, "n_skipped": int((~ok).sum()),
                 "collapsed": bool(zero.size), "collapse_level": int(used[zero[0]]) if zero.size else None,
                 "eigenfunction": bool(n and math.isfinite(std) and std < eigen_tol * abs(lam)),
                 "class": rule(lam, std if math.isfinite(std) else 0.0) if n else UNDETERMINED,
@@ -539,46 +596,19 @@ class IMPFlow:
         table = pd.DataFrame(rows).set_index("unit")
         for c in ("stage", "index", "collapse_level"):
             table[c] = table[c].astype("Int64")
-        return EigenvalueTable(table, granularity, tuple(used), start, window, ddof, rule, eigen_tol, self.label)
+        L = block_length if block_length is not None else default_block_length(n_apps)
+        method = f"moving-block bootstrap over levels (block length {L}, {n_boot} resamples, seed {boot_seed})"
+        return EigenvalueTable(table, granularity, tuple(used), start, window, ddof, rule, eigen_tol, self.label,
+                               normalize, method)
 
-    def compare(self, other: IMPFlow, granularity: str = "block", *, window: int | None = None, start: int = 0,
+    def compare(self, other, granularity: str = "block", *, window: int | None = None, start: int = 0,
                 rule: Rule | float | None = None, ddof: int = 0, by: str = "auto", exclude_entry: bool = True,
-                labels: tuple[str, str] | None = None) -> FlowComparison:
-        """Compare two flows: predicted transfer of winning tickets (universality).
-
-        ``by="unit"`` (automatic when both flows have the same unit names): per unit both
-        λ ± std and classes, whether the classes agree, z = (λa − λb)/sqrt(σa² + σb²); the
-        summary holds the share of agreeing units and the RMS of z. ``by="stage"``
-        (automatic when the units differ but the family is the same, e.g. ResNet-20 vs
-        ResNet-56): per stage the numbers of relevant / marginal / irrelevant residual
-        blocks, each stage's entry block (index 0) excluded when ``exclude_entry`` (the
-        paper's E-LTH analysis). Both flows use the same window, start, rule and ddof.
-        """
-        if not isinstance(other, IMPFlow):
-            raise TypeError(f"compare needs another IMPFlow, got {type(other).__name__}")
-        if by not in ("auto", "unit", "stage"):
-            raise ValueError("by must be 'auto', 'unit' or 'stage'")
-        la, lb = labels or (self.label, other.label)
-        names_a = [u.name for u in self.get_units(granularity)]
-        names_b = [u.name for u in other.get_units(granularity)]
-        fa, fb = self.model.get("family"), other.model.get("family")
-        kw = dict(window=window, start=start, rule=rule, ddof=ddof)
-        if by == "auto":
-            if names_a == names_b or sorted(names_a) == sorted(names_b):
-                by = "unit"
-            elif fa and fb and fa != fb:
-                raise ValueError(f"cannot compare a {fa} flow with a {fb} flow: different units and families")
-            else:
-                by = "stage"
-        if by == "unit":
-            if sorted(names_a) != sorted(names_b):
-                raise ValueError(f"unit-by-unit comparison needs the same {granularity} units in both flows; "
-                                 f"use by='stage' for different depths")
-            return compare_units(self.eigenvalues(granularity, **kw), other.eigenvalues(granularity, **kw), (la, lb))
-        if fa and fb and fa != fb:
-            raise ValueError(f"stage-by-stage comparison needs one model family, got {fa} and {fb}")
-        return compare_stages(self.eigenvalues("block", **kw), other.eigenvalues("block", **kw), (la, lb),
-                               exclude_entry)
+                labels: tuple[str, str] | None = None, relation: str = "auto", normalize: str = "all",
+                alpha: float = 0.05, **eigen_kwargs) -> FlowComparison:
+        """Compare two flows (or pools of seeds, :class:`~lottery_rg.flow.pool.FlowPool`); see :func:`compare_flows`."""
+        return compare_flows(self, other, granularity, window=window, start=start, rule=rule, ddof=ddof, by=by,
+                             exclude_entry=exclude_entry, labels=labels, relation=relation, normalize=normalize,
+                             alpha=alpha, **eigen_kwargs)
 
     def critical_exponent(self, metric: str = "eval_accuracy", *, accuracy_in_percent: bool = False, **fit_kwargs):
         """Fit Eq. 14 to this flow's levels (see :func:`lottery_rg.scaling.fit_critical_exponent`)."""
@@ -651,3 +681,63 @@ class IMPFlow:
         else:
             raise ValueError(f"save_table writes .csv or .parquet files, got {path.name!r}")
         return path
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _is_control(flow) -> bool:
+    return bool((getattr(flow, "schedule", None) or {}).get("control"))
+
+
+def compare_flows(a, b, granularity: str = "block", *, window: int | None = None, start: int = 0,
+                  rule: Rule | float | None = None, ddof: int = 0, by: str = "auto", exclude_entry: bool = True,
+                  labels: tuple[str, str] | None = None, relation: str = "auto", normalize: str = "all",
+                  alpha: float = 0.05, **eigen_kwargs) -> FlowComparison:
+    """Compare two flows: an :class:`IMPFlow` or a pool of seeds (anything with ``eigenvalues``) on each side.
+
+    ``by="unit"`` (automatic when both flows have the same unit names): per unit both λ
+    with their standard errors and classes, whether the classes agree, and a test of
+    λa = λb (t with the SEs: across seeds for pools, moving-block bootstrap for single
+    runs; Holm-adjusted p; :func:`lottery_rg.flow.eigen.compare_units`). ``by="stage"``
+    (automatic when the units differ but the family is the same, e.g. ResNet-20 vs
+    ResNet-56): per stage the numbers of relevant / marginal / irrelevant residual blocks,
+    each stage's entry block (index 0) excluded when ``exclude_entry``. ``relation``:
+    "transfer" (two trained flows; the verdict predicts whether winning tickets transfer),
+    "control" (b is a's untrained control, or a is b's; the verdict says what training
+    changed), or "auto" (control when either flow's ``schedule["control"]`` is set). Both
+    sides use the same window, start, rule, ddof and ``normalize``.
+    """
+    if not hasattr(b, "eigenvalues") or not hasattr(b, "get_units"):
+        raise TypeError(f"compare needs another IMPFlow or FlowPool, got {type(b).__name__}")
+    if by not in ("auto", "unit", "stage"):
+        raise ValueError("by must be 'auto', 'unit' or 'stage'")
+    if relation not in ("auto", "transfer", "control"):
+        raise ValueError("relation must be 'auto', 'transfer' or 'control'")
+    if relation == "auto":
+        relation = "control" if _is_control(a) or _is_control(b) else "transfer"
+    la, lb = labels or (a.label, b.label)
+    if relation == "control" and _is_control(a) and not _is_control(b):
+        # the verdict reads "trained (a) vs control (b)"
+        a, b, la, lb = b, a, lb, la
+    names_a = [u.name for u in a.get_units(granularity)]
+    names_b = [u.name for u in b.get_units(granularity)]
+    fa, fb = a.model.get("family"), b.model.get("family")
+    kw = dict(window=window, start=start, rule=rule, ddof=ddof, normalize=normalize, **eigen_kwargs)
+    if by == "auto":
+        if names_a == names_b or sorted(names_a) == sorted(names_b):
+            by = "unit"
+        elif fa and fb and fa != fb:
+            raise ValueError(f"cannot compare a {fa} flow with a {fb} flow: different units and families")
+        else:
+            by = "stage"
+    if by == "unit":
+        if sorted(names_a) != sorted(names_b):
+            raise ValueError(f"unit-by-unit comparison needs the same {granularity} units in both flows; "
+                             f"use by='stage' for different depths")
+        return compare_units(a.eigenvalues(granularity, **kw), b.eigenvalues(granularity, **kw), (la, lb),
+                             relation=relation, alpha=alpha)
+    if fa and fb and fa != fb:
+        raise ValueError(f"stage-by-stage comparison needs one model family, got {fa} and {fb}")
+    return compare_stages(a.eigenvalues("block", **kw), b.eigenvalues("block", **kw), (la, lb), exclude_entry,
+                          relation=relation)

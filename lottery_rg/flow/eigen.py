@@ -20,7 +20,7 @@ import pandas as pd
 from ..plotting import format_cell as _fmt
 from ..plotting import markdown_table
 
-__all__ = ["CLASSES", "UNDETERMINED", "ClassRule", "classify", "EigenvalueTable", "FlowComparison",
+__all__ = ["CLASSES", "UNDETERMINED", "RELATIONS", "ClassRule", "classify", "EigenvalueTable", "FlowComparison",
            "compare_units", "compare_stages"]
 
 CLASSES = ("relevant", "marginal", "irrelevant")
@@ -124,8 +124,13 @@ class EigenvalueTable(_FrameLike):
     """Eigenvalues of the IMP flow per unit; behaves like its DataFrame ``table``.
 
     ``table`` is indexed by unit name, with columns kind, stage, index, downsample,
-    M_start (M_i at the first level of the window), lambda, std, n_pairs, n_skipped,
-    collapsed, collapse_level, eigenfunction (std < eigen_tol · λ) and class.
+    M_start (M_i at the first level of the window), lambda, std (spread of the per-level
+    ratios), se (standard error of λ: moving-block bootstrap over the ratios for one run,
+    across seeds for a pooled table), se_df (its degrees of freedom; ∞ for the bootstrap),
+    lag1 (lag-1 autocorrelation of the ratios), n_pairs, n_skipped, collapsed,
+    collapse_level, eigenfunction (std < eigen_tol · λ) and class. ``normalize`` is "all"
+    (M over every prunable weight, Eq. 13) or "stages" (M over the residual stages only,
+    stem and head outside the denominator and the table, as in the paper's Table 2).
     """
 
     table: pd.DataFrame
@@ -137,6 +142,12 @@ class EigenvalueTable(_FrameLike):
     rule: Any
     eigen_tol: float = 0.05
     label: str = ""
+    normalize: str = "all"
+    se_method: str = "moving-block bootstrap over levels"
+
+    @property
+    def ses(self) -> pd.Series:
+        return self.table["se"]
 
     @property
     def lambdas(self) -> pd.Series:
@@ -181,13 +192,16 @@ class EigenvalueTable(_FrameLike):
             notes.append("; ".join(n))
         view = pd.DataFrame({
             "kind": t["kind"], "stage": t["stage"], "index": t["index"], "M(start)": t["M_start"],
-            "λ": t["lambda"], "std": t["std"], "pairs": t["n_pairs"], "class": t["class"], "notes": notes,
+            "λ": t["lambda"], "std": t["std"], "SE": t["se"] if "se" in t else np.nan, "pairs": t["n_pairs"],
+            "class": t["class"], "notes": notes,
         }, index=t.index)
         std_name = "population" if self.ddof == 0 else f"ddof={self.ddof}"
         lv = f"levels {self.levels[0]}–{self.levels[-1]}" if self.levels else "no levels"
+        norm = ", M over the residual stages only" if self.normalize == "stages" else ""
         title = f"IMP-flow eigenvalues{' of ' + self.label if self.label else ''} ({self.granularity} granularity, " \
-                f"{lv}, {max(len(self.levels) - 1, 0)} IMP applications, {std_name} std)"
-        return title + "\n\n" + _markdown(view, {"M(start)": digits, "λ": digits, "std": digits})
+                f"{lv}, {max(len(self.levels) - 1, 0)} IMP applications, {std_name} std of the ratios{norm}; " \
+                f"SE of λ: {self.se_method})"
+        return title + "\n\n" + _markdown(view, {"M(start)": digits, "λ": digits, "std": digits, "SE": digits})
 
     def __str__(self) -> str:
         return self.to_markdown()
@@ -220,22 +234,35 @@ class FlowComparison(_FrameLike):
 
     def to_markdown(self, digits: int = 4) -> str:
         a, b = self.labels
+        s = self.summary
         if self.mode == "unit":
-            head = f"Unit-by-unit comparison of the IMP flows of {a} (a) and {b} (b), {self.granularity} granularity"
-            s = self.summary
+            what = ("trained flow (a) against its untrained control (b)" if s.get("relation") == "control"
+                    else "IMP flows")
+            head = f"Unit-by-unit comparison of the {what}: {a} (a) and {b} (b), {self.granularity} granularity"
+            t = self.table
+            cols = {"λa": "lambda_a", "SEa": "se_a", "class a": "class_a", "λb": "lambda_b", "SEb": "se_b",
+                    "class b": "class_b", "agree": "agree", "t": "z", "p (Holm)": "p_holm", "differs": "differs"}
+            view = pd.DataFrame({k: t[v] for k, v in cols.items()}, index=t.index)
+            for side in ("a", "b"):
+                if f"class_share_{side}" in t:
+                    view.insert(list(view.columns).index(f"class {side}") + 1, f"seeds agreeing {side}",
+                                t[f"class_share_{side}"])
             lines = [
                 f"agreeing classes: {s['n_agree']}/{s['n_units']} units ({100 * s['agreement']:.1f} %)",
-                f"distance between the eigenvalue vectors: RMS of (λa − λb)/sqrt(σa² + σb²) = {_fmt(s['distance'], 3)}"
-                f" (max |z| = {_fmt(s['max_abs_z'], 3)}; RMS of λa − λb = {_fmt(s['rms_difference'], 4)})",
-                f"relevant units: a = {s['relevant_a'] or 'none'}; b = {s['relevant_b'] or 'none'}",
+                f"statistic: {s['statistic']}",
+                f"eigenvalues differing significantly: {_fmt_units(s['differing'])} "
+                f"(RMS t = {_fmt(s['distance'], 3)}, max |t| = {_fmt(s['max_abs_z'], 3)}; RMS of λa − λb = "
+                f"{_fmt(s['rms_difference'], 4)}; RMS of (λa − λb)/sqrt(σa² + σb²) with σ the spread of the per-level "
+                f"ratios, a descriptive effect size: {_fmt(s['spread_distance'], 3)})",
+                f"relevant units: a = {_fmt_units(s['relevant_a'])}; b = {_fmt_units(s['relevant_b'])}",
             ]
+            parts = [head, _markdown(view, {"λa": digits, "λb": digits, "SEa": digits, "SEb": digits, "t": 3,
+                                            "p (Holm)": 3, "seeds agreeing a": 2, "seeds agreeing b": 2}),
+                     "\n".join(lines)]
         else:
             head = (f"Stage-by-stage comparison of the block classes of {a} (a) and {b} (b)"
-                    + (" (each stage's entry block excluded)" if self.summary.get("exclude_entry") else ""))
-            lines = []
-        parts = [head, _markdown(self.table, digits)]
-        if lines:
-            parts.append("\n".join(lines))
+                    + (" (each stage's entry block excluded)" if s.get("exclude_entry") else ""))
+            parts = [head, _markdown(self.table, digits)]
         parts.append(f"Verdict: {self.verdict}")
         return "\n\n".join(parts)
 
@@ -246,55 +273,140 @@ class FlowComparison(_FrameLike):
         return f"FlowComparison(mode={self.mode!r}, {self.labels[0]} vs {self.labels[1]}: {self.verdict!r})"
 
 
-def compare_units(ta: EigenvalueTable, tb: EigenvalueTable, labels) -> FlowComparison:
+RELATIONS = ("auto", "transfer", "control")
+
+
+def _side_columns(t: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    se = t["se"].to_numpy(float) if "se" in t else np.full(len(t), np.nan)
+    df = t["se_df"].to_numpy(float) if "se_df" in t else np.full(len(t), np.inf)
+    return t["lambda"].to_numpy(float), se, df
+
+
+def _se_method(t: EigenvalueTable) -> str:
+    return getattr(t, "se_method", "block bootstrap")
+
+
+def compare_units(ta: EigenvalueTable, tb: EigenvalueTable, labels, *, relation: str = "transfer",
+                  alpha: float = 0.05) -> FlowComparison:
+    """Unit-by-unit comparison; ``relation`` "transfer" (two trained flows) or "control" (b is a's control).
+
+    The statistic per unit is t = (λa − λb)/sqrt(SEa² + SEb²) with the tables' ``se``
+    (across seeds when the table pools seeds, otherwise the moving-block bootstrap of one
+    run's ratios; see :mod:`lottery_rg.flow.uncertainty`), Welch–Satterthwaite degrees of
+    freedom (normal when both SEs are bootstrap ones), a two-sided p value and Holm's
+    adjustment over the units compared. A unit "differs" when its Holm-adjusted p < alpha.
+    The old spread-scaled difference (λa − λb)/sqrt(σa² + σb²) with σ the spread of the
+    per-level ratios is kept as ``spread_z`` (an effect size, not a test).
+    """
+    if relation not in ("transfer", "control"):
+        raise ValueError(f"relation must be 'transfer' or 'control', got {relation!r}")
+    from .uncertainty import difference_test, holm
+
     units = list(ta.table.index)
+    missing = [u for u in units if u not in tb.table.index]
+    if missing:
+        raise ValueError(f"units {missing[:5]} are missing from the second flow")
     A, B = ta.table, tb.table.loc[units]
-    la, lb = A["lambda"].to_numpy(float), B["lambda"].to_numpy(float)
+    la, se_a, df_a = _side_columns(A)
+    lb, se_b, df_b = _side_columns(B)
     sa, sb = A["std"].to_numpy(float), B["std"].to_numpy(float)
     pooled = np.sqrt(np.nan_to_num(sa) ** 2 + np.nan_to_num(sb) ** 2)
     diff = la - lb
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(pooled > 0, diff / pooled, np.where(np.abs(diff) <= 1e-12, 0.0, np.inf * np.sign(diff)))
+        spread_z = np.where(pooled > 0, diff / pooled, np.where(np.abs(diff) <= 1e-12, 0.0, np.inf * np.sign(diff)))
+    test = difference_test(la, se_a, df_a, lb, se_b, df_b)
+    p_holm = holm(test["p"])
+    differs = np.nan_to_num(p_holm, nan=1.0) < alpha
     agree = (A["class"].to_numpy() == B["class"].to_numpy()) & (A["class"].to_numpy() != UNDETERMINED)
     table = pd.DataFrame({
         "kind": A["kind"], "stage": A["stage"], "index": A["index"],
-        "lambda_a": la, "std_a": sa, "class_a": A["class"], "lambda_b": lb, "std_b": sb, "class_b": B["class"],
-        "agree": agree, "z": z,
+        "lambda_a": la, "std_a": sa, "se_a": se_a, "class_a": A["class"],
+        "lambda_b": lb, "std_b": sb, "se_b": se_b, "class_b": B["class"],
+        "agree": agree, "diff": diff, "se_diff": test["se"], "z": test["t"], "df": test["df"], "p": test["p"],
+        "p_holm": p_holm, "differs": differs, "spread_z": spread_z,
     }, index=pd.Index(units, name="unit"))
+    for side, t in (("a", A), ("b", B)):
+        if "class_share" in t:
+            table[f"class_share_{side}"] = t["class_share"].to_numpy(float)
     finite = np.isfinite(la) & np.isfinite(lb)
-    zf = np.abs(z[finite])
+    zf = np.abs(test["t"][finite])
+    szf = np.abs(spread_z[finite])
     rel_a = [u for u in units if A.at[u, "class"] == "relevant"]
     rel_b = [u for u in units if B.at[u, "class"] == "relevant"]
     n_agree, n = int(agree.sum()), len(units)
+    method_a, method_b = _se_method(ta), _se_method(tb)
+    dfs = test["df"][finite]
+    statistic = (f"per unit t = (λa − λb)/sqrt(SEa² + SEb²); SE of a: {method_a}; SE of b: {method_b}; "
+                 + ("normal reference" if dfs.size and np.all(np.isinf(dfs)) else "Welch–Satterthwaite df")
+                 + f"; two-sided p, Holm-adjusted over {int(np.isfinite(test['p']).sum())} units; "
+                 f"a unit differs when p_holm < {alpha:g}")
+    disagreeing = [u for u, g in zip(units, agree) if not g]
+    differing = [u for u, d in zip(units, differs) if d]
     summary = {
         "n_units": n, "n_agree": n_agree, "agreement": n_agree / n if n else float("nan"),
         "all_agree": n_agree == n and n > 0,
         "distance": float(np.sqrt(np.mean(zf ** 2))) if zf.size else float("nan"),
         "max_abs_z": float(zf.max()) if zf.size else float("nan"),
+        "spread_distance": float(np.sqrt(np.mean(szf ** 2))) if szf.size else float("nan"),
         "rms_difference": float(np.sqrt(np.mean(diff[finite] ** 2))) if finite.any() else float("nan"),
         "relevant_a": rel_a, "relevant_b": rel_b, "same_relevant": rel_a == rel_b,
-        "disagreeing": [u for u, g in zip(units, agree) if not g],
+        "disagreeing": disagreeing, "differing": differing, "n_differ": len(differing),
+        "class_flips_within_uncertainty": [u for u in disagreeing if u not in differing],
+        "alpha": alpha, "statistic": statistic, "se_method_a": method_a, "se_method_b": method_b,
+        "relation": relation,
     }
-    if summary["all_agree"]:
-        verdict = ("universal: every unit carries the same class (same relevant, marginal and irrelevant "
-                   "directions); winning tickets are predicted to transfer between the two")
-        if summary["distance"] > 2:
-            verdict += (f", although the eigenvalues differ by {summary['distance']:.2g} pooled standard "
-                        f"deviations (RMS)")
-    elif summary["same_relevant"]:
-        verdict = (f"same relevant units, {n - n_agree} unit(s) differ between marginal and irrelevant "
-                   f"({', '.join(summary['disagreeing'])}); same universality class by its relevant directions: "
-                   f"transfer predicted, less firmly than with full agreement")
-    else:
-        only_a = [u for u in rel_a if u not in rel_b]
-        only_b = [u for u in rel_b if u not in rel_a]
-        verdict = ("different relevant units (relevant only in a: " + (", ".join(only_a) or "none")
-                   + "; only in b: " + (", ".join(only_b) or "none")
-                   + "): different universality classes; winning tickets are not predicted to transfer")
+    summary["same"] = summary["all_agree"] and not differing
+    verdict = _unit_verdict(summary, labels, relation)
     return FlowComparison("unit", table, summary, verdict, labels, ta.granularity)
 
 
-def compare_stages(ta: EigenvalueTable, tb: EigenvalueTable, labels, exclude_entry: bool) -> FlowComparison:
+def _fmt_units(units) -> str:
+    return ", ".join(units) if units else "none"
+
+
+def _unit_verdict(s: dict, labels, relation: str) -> str:
+    n, n_agree = s["n_units"], s["n_agree"]
+    differ = s["differing"]
+    soft = s["class_flips_within_uncertainty"]
+    soft_text = (f"; the class changes in {_fmt_units(soft)} are within the eigenvalues' uncertainty "
+                 f"(no significant difference of λ): boundary cases, not evidence of different flows") if soft else ""
+    if relation == "control":
+        head = "control vs trained (a trained flow against its untrained control; no transfer prediction): "
+        if s["same"]:
+            return head + ("same: every unit has the same class and no eigenvalue differs beyond its uncertainty, "
+                           "so this flow's classes are reproduced without training")
+        cls = ("every unit has the same class" if s["all_agree"]
+               else f"training changes the class of {n - n_agree}/{n} unit(s) ({_fmt_units(s['disagreeing'])})")
+        lam = (f"λ differs significantly (Holm p < {s['alpha']:g}) in {_fmt_units(differ)}" if differ
+               else "no eigenvalue differs significantly")
+        tail = (" — the class pattern is reproduced without training" + ("; training shifts only the eigenvalues "
+                "listed" if differ else "") if s["all_agree"] else "")
+        return head + cls + "; " + lam + tail + soft_text
+    if s["same"]:
+        return ("same: every unit carries the same class and no eigenvalue differs beyond its uncertainty; "
+                "same universality class, winning tickets are predicted to transfer between the two")
+    lam = (f"; λ differs significantly (Holm p < {s['alpha']:g}) in {_fmt_units(differ)}" if differ
+           else "; no eigenvalue differs significantly")
+    if s["all_agree"]:
+        return ("universal: every unit carries the same class (same relevant, marginal and irrelevant directions); "
+                "winning tickets are predicted to transfer between the two" + lam)
+    if s["same_relevant"]:
+        return (f"same relevant units, {n - n_agree} unit(s) differ between marginal and irrelevant "
+                f"({_fmt_units(s['disagreeing'])}); same universality class by its relevant directions: transfer "
+                f"predicted, less firmly than with full agreement" + lam + soft_text)
+    if soft and set(s["disagreeing"]) == set(soft):
+        return ("classes differ only where the eigenvalues are statistically indistinguishable ("
+                + _fmt_units(soft) + "): no evidence of different universality classes; transfer predicted, "
+                "less firmly than with full agreement" + lam)
+    only_a = [u for u in s["relevant_a"] if u not in s["relevant_b"]]
+    only_b = [u for u in s["relevant_b"] if u not in s["relevant_a"]]
+    return ("different relevant units (relevant only in a: " + _fmt_units(only_a) + "; only in b: "
+            + _fmt_units(only_b) + "): different universality classes; winning tickets are not predicted to "
+            "transfer" + lam + soft_text)
+
+
+def compare_stages(ta: EigenvalueTable, tb: EigenvalueTable, labels, exclude_entry: bool, *,
+                   relation: str = "transfer") -> FlowComparison:
     ca = ta.class_counts(by_stage=True, exclude_entry=exclude_entry)
     cb = tb.class_counts(by_stage=True, exclude_entry=exclude_entry)
     stages = sorted(set(ca.index) | set(cb.index))
@@ -330,6 +442,12 @@ def compare_stages(ta: EigenvalueTable, tb: EigenvalueTable, labels, exclude_ent
         "mean_share_distance": float(table["share_distance"].mean()) if len(table) else float("nan"),
     }
     summary["all_agree"] = summary["same_counts"]
+    summary["relation"] = relation
+    if relation == "control":
+        verdict = ("control vs trained (class counts per stage; no transfer prediction): "
+                   + ("same numbers of relevant / marginal / irrelevant blocks in every stage" if summary["same_counts"]
+                      else "; ".join(details + mismatch) or "no residual blocks to compare"))
+        return FlowComparison("stage", table, summary, verdict, labels, "block")
     if not stages:
         verdict = "no residual blocks to compare (after excluding the entry blocks)"
     elif summary["same_counts"]:

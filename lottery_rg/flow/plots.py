@@ -56,13 +56,16 @@ def _as_flows(flows) -> list:
 
 
 def plot_flow_projection(flow, x_unit: str, y_unit: str, granularity: str = "block", path=None, *,
-                         labels: Sequence[str] | None = None, title: str | None = None):
+                         labels: Sequence[str] | None = None, title: str | None = None, normalize: str = "all"):
     """Fig. 2 of seed 001: M_y against M_x across the IMP levels of one or several flows.
 
     Consecutive levels are joined by arrows; the first level is marked blue and the last
     red (as in the paper). ``flow`` may be a list of flows (same units) to overlay, each
     with its own marker and a legend entry from ``labels`` (default: the flows' labels).
     """
+    if hasattr(flow, "flows"):  # a FlowPool: one trajectory per seed
+        labels = list(labels) if labels is not None else list(flow.labels)
+        flow = list(flow.flows)
     flows = _as_flows(flow)
     labels = list(labels) if labels is not None else [f.label for f in flows]
     if len(labels) != len(flows):
@@ -71,7 +74,7 @@ def plot_flow_projection(flow, x_unit: str, y_unit: str, granularity: str = "blo
     ax = fig.add_subplot()
     colors = [f"C{i}" for i in range(10)]
     for i, (f, label) in enumerate(zip(flows, labels)):
-        M = f.M(granularity)
+        M = f.M(granularity, normalize)
         for u in (x_unit, y_unit):
             if u not in M.columns:
                 raise ValueError(f"{label}: no {granularity} unit {u!r}; units: {list(M.columns)}")
@@ -90,8 +93,9 @@ def plot_flow_projection(flow, x_unit: str, y_unit: str, granularity: str = "blo
             label=f"first level ({levels[0]})" if len(flows) == 1 else "first level")
     ax.plot([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="red",
             label=f"last level ({levels[-1]})" if len(flows) == 1 else "last level")
-    ax.set_xlabel(f"$M$ of {x_unit}")
-    ax.set_ylabel(f"$M$ of {y_unit}")
+    norm = " (over the stages)" if normalize == "stages" else ""
+    ax.set_xlabel(f"$M$ of {x_unit}{norm}")
+    ax.set_ylabel(f"$M$ of {y_unit}{norm}")
     ax.set_title(title or f"IMP flow projection ({granularity} granularity)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -100,11 +104,16 @@ def plot_flow_projection(flow, x_unit: str, y_unit: str, granularity: str = "blo
 
 def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", title: str | None = None,
                      **eigen_kwargs):
-    """λ per unit with ±std error bars, coloured by class, and a horizontal line at λ = 1.
+    """λ per unit with error bars, coloured by class, and a horizontal line at λ = 1.
 
-    ``flow_or_table`` is an :class:`~lottery_rg.flow.IMPFlow` (its eigenvalues are computed
-    with ``granularity`` and ``eigen_kwargs``: window, start, rule, ddof) or an
-    :class:`~lottery_rg.flow.EigenvalueTable`.
+    ``flow_or_table`` is an :class:`~lottery_rg.flow.IMPFlow` or a
+    :class:`~lottery_rg.flow.FlowPool` (its eigenvalues are computed with ``granularity``
+    and ``eigen_kwargs``: window, start, rule, ddof, normalize) or an
+    :class:`~lottery_rg.flow.EigenvalueTable`. One run: the error bars are the spread
+    (std) of the per-level ratios, the quantity the class rule uses. Pooled seeds: the
+    bars are the standard error of the mean λ across seeds, each seed's λ is drawn as a
+    small grey cross and the marker of a unit whose class is not the same in every seed
+    is hollow.
     """
     if _is_flow(flow_or_table):
         table = flow_or_table.eigenvalues(granularity, **eigen_kwargs)
@@ -117,21 +126,49 @@ def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", ti
     fig = Figure(figsize=(max(5.0, 0.35 * n + 2.0), 4.5))
     ax = fig.add_subplot()
     xs = np.arange(n)
+    pooled = "stable" in t.columns and getattr(table, "per_seed", None)
+    bars = t["se"] if pooled else t["std"]
+    if pooled:
+        ax.errorbar(xs, t["lambda"].to_numpy(float), yerr=np.nan_to_num(t["std"].to_numpy(float)), fmt="none",
+                    ecolor="0.75", elinewidth=4, alpha=0.6, label="± within-run std (class rule)", zorder=0)
+        for i, st in enumerate(table.per_seed):
+            ax.plot(xs, st.table["lambda"].to_numpy(float), linestyle="none", marker="x", markersize=4,
+                    color="0.55", label="each seed" if i == 0 else None, zorder=1)
     for cls in list(CLASSES) + [UNDETERMINED]:
         sel = (t["class"] == cls).to_numpy()
         if not sel.any():
             continue
-        ax.errorbar(xs[sel], t["lambda"].to_numpy(float)[sel], yerr=np.nan_to_num(t["std"].to_numpy(float)[sel]),
-                    fmt="o", color=CLASS_COLORS[cls], ecolor=CLASS_COLORS[cls], capsize=3, label=cls)
+        if pooled:
+            for stable in (True, False):
+                sub = sel & (t["stable"].to_numpy(bool) == stable)
+                if not sub.any():
+                    continue
+                ax.errorbar(xs[sub], t["lambda"].to_numpy(float)[sub],
+                            yerr=np.nan_to_num(bars.to_numpy(float)[sub]), fmt="o", color=CLASS_COLORS[cls],
+                            ecolor=CLASS_COLORS[cls], capsize=3, zorder=2,
+                            markerfacecolor=CLASS_COLORS[cls] if stable else "white",
+                            label=cls if stable else f"{cls} (not in every seed)")
+        else:
+            ax.errorbar(xs[sel], t["lambda"].to_numpy(float)[sel], yerr=np.nan_to_num(bars.to_numpy(float)[sel]),
+                        fmt="o", color=CLASS_COLORS[cls], ecolor=CLASS_COLORS[cls], capsize=3, label=cls)
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
     ax.set_xticks(xs)
     ax.set_xticklabels([str(u) for u in t.index], rotation=90 if n > 6 else 30, fontsize=8,
                        ha="center" if n > 6 else "right")
-    ax.set_ylabel(r"$\lambda_i$ (mean of $M_i(n+1)/M_i(n)$)")
+    if pooled:
+        ax.set_ylabel(rf"$\lambda_i$, mean over {table.n_seeds} seeds $\pm$ SE")
+    else:
+        ax.set_ylabel(r"$\lambda_i$ (mean of $M_i(n+1)/M_i(n)$) $\pm$ std")
     lv = table.levels
-    ax.set_title(title or f"IMP-flow eigenvalues ({table.granularity}, levels {lv[0]}–{lv[-1]})")
+    norm = ", M over the stages" if getattr(table, "normalize", "all") == "stages" else ""
+    seeds = f", {table.n_seeds} seeds" if pooled else ""
+    ax.set_title(title or f"IMP-flow eigenvalues ({table.granularity}, levels {lv[0]}–{lv[-1]}{seeds}{norm})")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    if pooled:  # more entries: keep them off the data
+        fig.set_size_inches(fig.get_size_inches()[0] + 2.5, fig.get_size_inches()[1])
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
@@ -181,8 +218,10 @@ def plot_error_vs_density(points_or_flows, fit=None, path=None, *, metric: str =
         grid = np.logspace(np.log10(lo), np.log10(100.0), 300)
         p = fit.params
         ax.plot(grid, fit.predict(grid), color="black", lw=1.5,
-                label=(rf"Eq. 14: $\gamma$ = {p['gamma']:.3f} ± {fit.stderr['gamma']:.2g}"
-                       + (" (at bound)" if "gamma" in fit.at_bounds else "") + ", "
+                label=((rf"Eq. 14: $\gamma$ = {p['gamma']:.3f} ± {fit.stderr['gamma']:.2g}"
+                        if getattr(fit, "gamma_determined", True)
+                        else rf"Eq. 14: $\gamma$ not determined (stopped at {p['gamma']:.3g}"
+                        + (", its bound)" if "gamma" in fit.at_bounds else ")")) + ", "
                        rf"$\epsilon_{{np}}$ = {p['eps_np']:.2f}, $\epsilon^\dagger$ = {p['eps_dagger']:.1f}, "
                        rf"p = {p['p']:.2g}"))
     density_axis(ax, [float(np.min(d)) for d in d_all], invert=invert_x)
@@ -195,14 +234,22 @@ def plot_error_vs_density(points_or_flows, fit=None, path=None, *, metric: str =
 
 
 def plot_M_vs_level(flow, granularity: str = "block", path=None, *, units: Sequence[str] | None = None,
-                    title: str | None = None):
-    """M_i(n) against level n on a log y axis: eigenfunctions are straight lines (slope log λ_i)."""
-    M = flow.M(granularity)
+                    title: str | None = None, normalize: str = "all"):
+    """M_i(n) against level n on a log y axis: eigenfunctions are straight lines (slope log λ_i).
+
+    For a :class:`~lottery_rg.flow.FlowPool` the mean over the seeds is drawn with ± SE bars.
+    """
+    pooled = hasattr(flow, "flows")
+    if pooled:
+        M, M_se = flow.M(granularity, normalize)
+    else:
+        M, M_se = flow.M(granularity, normalize), None
     if units is not None:
         missing = [u for u in units if u not in M.columns]
         if missing:
             raise ValueError(f"no {granularity} units {missing}; units: {list(M.columns)}")
         M = M[list(units)]
+        M_se = M_se[list(units)] if M_se is not None else None
     fig = Figure(figsize=(7.0, 4.5))
     ax = fig.add_subplot()
     levels = M.index.to_numpy()
@@ -210,10 +257,15 @@ def plot_M_vs_level(flow, granularity: str = "block", path=None, *, units: Seque
     for i, col in enumerate(M.columns):
         y = M[col].to_numpy(float)
         y = np.where(y > 0, y, np.nan)  # M = 0 cannot be drawn on a log axis
-        ax.plot(levels, y, marker=_MARKERS[i % len(_MARKERS)], markersize=3, color=colors[i], label=str(col))
+        if M_se is not None:
+            ax.errorbar(levels, y, yerr=np.nan_to_num(M_se[col].to_numpy(float)), marker=_MARKERS[i % len(_MARKERS)],
+                        markersize=3, color=colors[i], label=str(col), capsize=2)
+        else:
+            ax.plot(levels, y, marker=_MARKERS[i % len(_MARKERS)], markersize=3, color=colors[i], label=str(col))
     ax.set_yscale("log")
     ax.set_xlabel("IMP level n")
-    ax.set_ylabel(r"$M_i(n)$")
+    ax.set_ylabel(r"$M_i(n)$" + (r" (mean $\pm$ SE over seeds)" if pooled else "")
+                  + (", over the stages" if normalize == "stages" else ""))
     ax.set_title(title or f"IMP flow of {flow.label} ({granularity} granularity)")
     ax.grid(alpha=0.3, which="both")
     ncol = 1 if M.shape[1] <= 12 else 2 if M.shape[1] <= 30 else 3

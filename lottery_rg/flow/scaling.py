@@ -118,6 +118,12 @@ class ScalingFit:
         return self.stderr["gamma"]
 
     @property
+    def gamma_determined(self) -> bool:
+        """γ is an estimate: inside its bounds with a finite standard error smaller than |γ|."""
+        return ("gamma" not in self.at_bounds and math.isfinite(self.gamma_stderr)
+                and self.gamma_stderr < abs(self.gamma))
+
+    @property
     def n_points(self) -> int:
         return int(self.density.size)
 
@@ -154,8 +160,14 @@ class ScalingFit:
             lines.append(f"| {names[k]} | {self.params[k]:.4g}{note} | {_fmt_err(self.stderr[k])} "
                          f"| [{lo:.4g}, {hi:.4g}] |")
         lines.append("")
-        lines.append(f"{self.n_points} points, dense error {self.dense_error:.4g} %, RMSE {self.rmse:.3g} "
-                     f"percentage points, γ = {self.gamma:.4f} ± {_fmt_err(self.gamma_stderr)}")
+        head = f"{self.n_points} points, dense error {self.dense_error:.4g} %, RMSE {self.rmse:.3g} percentage points, "
+        if self.gamma_determined:
+            lines.append(head + f"γ = {self.gamma:.4f} ± {_fmt_err(self.gamma_stderr)}")
+        else:
+            why = ("it ended on its bound" if "gamma" in self.at_bounds
+                   else "its standard error is not smaller than |γ|")
+            lines.append(head + f"γ NOT DETERMINED: {why} (optimizer stopped at γ = {self.gamma:.4g}, standard "
+                                f"error {_fmt_err(self.gamma_stderr)}; neither is an estimate)")
         if self.at_bounds:
             lines.append(f"warning: {', '.join(self.at_bounds)} ended on a bound; those standard errors are not "
                          f"meaningful and the fit may not describe the data (more levels or runs help)")
