@@ -12,7 +12,7 @@ The package, by concern (imports flow downwards only)::
     io, plotting, run      atomic files and JSON; figures and tables; RunDir (every path of a run)
     models/                model families (prunable tensors, blocks, stages), CIFAR ResNets, loading by name
     pruning/               masks and magnitude pruning, typed lottery settings, mask enforcement
-    flow/                  the IMP flow M_i(n), eigenvalues and classes, Eq. 14, the paper's plots
+    flow/                  the IMP flow M_i(n), eigenvalues and classes, seeds pooled, uncertainties, Eq. 14, plots
     branches/              stability (linear mode connectivity), elastic transfer, baselines, the elastic experiment
     hub/                   LotteryTicket and the model cards
     training/              LotteryTrainer and its command-line dataclasses

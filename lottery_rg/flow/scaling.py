@@ -221,6 +221,31 @@ def fit_critical_exponent(
     Raises ValueError for fewer points than the 4 free parameters, non-finite values, or
     no dense error; RuntimeError when no start converges.
     """
+    d, e, sigma = _checked_points(density, error, sigma)
+    dense_error, all_bounds = _bounds(d, e, dense_error, eps_np_tolerance, bounds)
+    lower = np.array([all_bounds[k][0] for k in PARAMETERS])
+    upper = np.array([all_bounds[k][1] for k in PARAMETERS])
+    starts = _starting_points(d, e, dense_error, p0)
+    popt, pcov, resid = _best_of_starts(d, e, sigma, starts, lower, upper, max_nfev, dense_error)
+    pcov = np.asarray(pcov, dtype=float)
+    with np.errstate(invalid="ignore"):
+        se = np.sqrt(np.where(np.diag(pcov) >= 0, np.diag(pcov), np.nan))
+    se = np.where(np.isfinite(se), se, np.inf)
+    at_bounds = [k for k, v, lo, hi in zip(PARAMETERS, popt, lower, upper)
+                 if np.isclose(v, lo, rtol=1e-6, atol=0) or np.isclose(v, hi, rtol=1e-6, atol=0)]
+    if d.size == len(PARAMETERS):
+        warnings.warn("Eq. 14 fitted from exactly 4 points: no degrees of freedom left, standard errors are infinite",
+                      stacklevel=2)
+    return ScalingFit(
+        params={k: float(v) for k, v in zip(PARAMETERS, popt)},
+        stderr={k: float(v) for k, v in zip(PARAMETERS, se)},
+        covariance=pcov, density=d, error=e, residuals=resid, dense_error=dense_error,
+        bounds=all_bounds, at_bounds=at_bounds, sigma=sigma, n_starts=len(starts),
+    )
+
+
+def _checked_points(density, error, sigma):
+    """Density and error (percent) as flat arrays, refused with a reason when Eq. 14 cannot be fitted to them."""
     d, e = _concat(density), _concat(error)
     if d.shape != e.shape:
         raise ValueError(f"density and error have different lengths ({d.size} and {e.size})")
@@ -239,7 +264,11 @@ def fit_critical_exponent(
         sigma = _concat(sigma)
         if sigma.shape != d.shape or np.any(sigma <= 0):
             raise ValueError("sigma must hold one positive error per point")
+    return d, e, sigma
 
+
+def _bounds(d, e, dense_error, eps_np_tolerance, bounds) -> tuple[float, dict[str, tuple[float, float]]]:
+    """The dense error and every parameter's bounds: ε_np tightly around the dense error, the rest as given."""
     measured, dense_values = dense_error_of(d, e)
     if dense_error is None:
         if not dense_values.size:
@@ -264,14 +293,15 @@ def fit_critical_exponent(
         all_bounds[k] = (lo, hi)
     if all_bounds["gamma"][1] >= 0 or all_bounds["p"][0] <= 0 or all_bounds["eps_dagger"][0] <= 0:
         raise ValueError("bounds must keep gamma < 0, p > 0 and eps_dagger > 0")
-    lower = np.array([all_bounds[k][0] for k in PARAMETERS])
-    upper = np.array([all_bounds[k][1] for k in PARAMETERS])
+    return dense_error, all_bounds
 
-    starts = _starting_points(d, e, dense_error, p0)
-    best, errors, costs = None, [], []
-    same = 1e-9 * float(np.sum((e - e.mean()) ** 2)) + 1e-24  # costs this close are the same minimum
+
+def _best_of_starts(d, e, sigma, starts, lower, upper, max_nfev, dense_error):
+    """``curve_fit`` from each start until two reach the same best minimum; (popt, pcov, residuals) of the best."""
     from scipy.optimize import OptimizeWarning, curve_fit
 
+    best, errors, costs = None, [], []
+    same = 1e-9 * float(np.sum((e - e.mean()) ** 2)) + 1e-24  # costs this close are the same minimum
     for start in starts:
         x0 = np.clip(np.asarray(start, dtype=float), lower, upper)
         try:
@@ -300,22 +330,7 @@ def fit_critical_exponent(
             f"Eq. 14 fit did not converge from any of {len(starts)} starting point(s) "
             f"({d.size} points, dense error {dense_error:.4g} %): " + "; ".join(errors[:3])
         )
-    _, popt, pcov, resid = best
-    pcov = np.asarray(pcov, dtype=float)
-    with np.errstate(invalid="ignore"):
-        se = np.sqrt(np.where(np.diag(pcov) >= 0, np.diag(pcov), np.nan))
-    se = np.where(np.isfinite(se), se, np.inf)
-    at_bounds = [k for k, v, lo, hi in zip(PARAMETERS, popt, lower, upper)
-                 if np.isclose(v, lo, rtol=1e-6, atol=0) or np.isclose(v, hi, rtol=1e-6, atol=0)]
-    if d.size == len(PARAMETERS):
-        warnings.warn("Eq. 14 fitted from exactly 4 points: no degrees of freedom left, standard errors are infinite",
-                      stacklevel=2)
-    return ScalingFit(
-        params={k: float(v) for k, v in zip(PARAMETERS, popt)},
-        stderr={k: float(v) for k, v in zip(PARAMETERS, se)},
-        covariance=pcov, density=d, error=e, residuals=resid, dense_error=dense_error,
-        bounds=all_bounds, at_bounds=at_bounds, sigma=sigma, n_starts=len(starts),
-    )
+    return best[1], best[2], best[3]
 
 
 def _starting_points(d: np.ndarray, e: np.ndarray, dense_error: float, p0) -> list[list[float]]:
