@@ -88,6 +88,10 @@ def test_free_settings_and_more_levels_are_accepted(finished, tmp_path):
     shutil.copytree(finished, out)
     task_trainer(out, {"levels": 2}, logging_steps=3, save_steps=7, report_to="none").run_imp()
     assert RunDir(out).is_complete(2) and RunDir(out).read_config()["levels"] == 2
+    # fewer levels read the run: nothing is trained, the summary and the config keep all three levels
+    result = task_trainer(out, {"levels": 1}).run_imp()
+    assert [r["level"] for r in result.levels] == [0, 1, 2]
+    assert RunDir(out).read_config()["levels"] == 2 and len(RunDir(out).summary_csv.read_text().splitlines()) == 4
 
 
 # ---------------------------------------------------------------------------- verified before built upon
@@ -136,6 +140,16 @@ def test_train_loss_of_a_resumed_level_is_the_whole_levels_loss(tmp_path):
     b = RunDir(tmp_path / "run").record(1)["metrics"]
     assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-6)
     assert load_file(RunDir(tmp_path / "ref").mask(1)).keys() == load_file(RunDir(tmp_path / "run").mask(1)).keys()
+
+
+def test_a_damaged_flow_file_is_rebuilt_from_the_levels(finished, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    good = IMPFlow.load(RunDir(out).flow)
+    RunDir(out).flow.write_text('{"schema_version": 1, "lev')
+    result = task_trainer(out, {"levels": 1}).run_imp()  # nothing to train; the flow is derived data
+    assert IMPFlow.load(RunDir(out).flow).level_numbers == good.level_numbers == [0, 1]
+    assert [r["level"] for r in result.levels] == [0, 1]
 
 
 # ---------------------------------------------------------------------------- inputs are checked, culprits named

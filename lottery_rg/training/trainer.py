@@ -254,11 +254,15 @@ class LotteryTrainer(Trainer):
                     logger.info("level %d already complete (density %.4f): skipped", level, rec["density"])
                     if not any(r["level"] == level for r in self.flow.levels):  # interrupted before flow.json
                         self.flow.add_level(level, load_mask(self.run.mask(level), self.model), rec.get("metrics"))
+                        if self.is_world_process_zero():
+                            self.flow.save(self.run.flow)
                 else:
                     rec = self._run_level(level)
                 result.levels.append(rec)
         finally:
             gc.unfreeze()
+        # a run once extended further keeps those levels: fewer --levels reads them, and the summary shows them
+        result.levels += [self.run.record(n) for n in self.run.level_numbers() if n > la.levels]
         self.current_level = None
         for level in la.stability_levels or []:
             self.linear_mode_connectivity(level, seed=stability_seed, num_points=la.stability_points,
@@ -696,8 +700,13 @@ class LotteryTrainer(Trainer):
         self.accelerator.wait_for_everyone()
 
     def _load_or_create_flow(self) -> IMPFlow:
+        """``flow.json``, or a new flow; the flow is derived from the level files (run_imp adds every completed
+        level it lacks), so an unreadable ``flow.json`` is rebuilt rather than fatal."""
         if self.run.flow.is_file():
-            return IMPFlow.load(self.run.flow)
+            try:
+                return IMPFlow.load(self.run.flow)
+            except ValueError as e:
+                logger.warning("%s; rebuilding the flow from the completed levels", e)
         return IMPFlow.from_model(self.model, self.prunable, schedule=self.settings.schedule_dict())
 
 
