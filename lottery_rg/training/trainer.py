@@ -176,6 +176,7 @@ class LotteryTrainer(Trainer):
         self.add_callback(self.mask_callback)
         self.add_callback(_RewindCapture(self))
         self.run = RunDir(self.args.output_dir)  # levels point args.output_dir at their checkpoints
+        self._route_tracker_files()
         self.current_level: int | None = None
         self._lr_offset = 0
         self.flow = None
@@ -457,23 +458,15 @@ class LotteryTrainer(Trainer):
             self.level_log_history = {}
         self.level_log_history[level] = history + [self.state.log_history[-1]]
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """``Trainer.log``; TensorBoard event files go to ``RUN/runs`` (not a level's checkpoint folder, which is
-        removed when the level is complete)."""
-        self._keep_tracker_files()
-        super().log(logs, start_time)
-
-    def _keep_tracker_files(self) -> None:
+    def _route_tracker_files(self) -> None:
+        """TensorBoard event files go to ``RUN/runs/…``, chosen now: every level points ``args.output_dir`` at its
+        checkpoint folder (removed when the level is complete), where the callback would otherwise write them."""
         from transformers.integrations import TensorBoardCallback
+        from transformers.integrations.integration_utils import default_logdir
 
-        checkpoints = str(self.run.checkpoints("x").parent)
         for cb in self.callback_handler.callbacks:
-            if isinstance(cb, TensorBoardCallback) and cb.logging_dir and \
-                    os.path.abspath(cb.logging_dir).startswith(os.path.abspath(checkpoints) + os.sep):
-                if cb.tb_writer is not None:
-                    cb.tb_writer.close()
-                    cb.tb_writer = None
-                cb.logging_dir = str(self.run_dir / "runs" / Path(cb.logging_dir).name)
+            if isinstance(cb, TensorBoardCallback) and cb.logging_dir is None:
+                cb.logging_dir = str(self.run_dir / default_logdir())
 
     # ------------------------------------------------------------------ one level
     def training_steps(self) -> int:
