@@ -13,14 +13,15 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["check_safetensors", "atomic_path", "atomic_dir", "atomic_write_text", "json_path", "jsonable",
-           "write_json", "read_json", "save_state", "load_state", "state_from_file"]
+__all__ = ["check_safetensors", "atomic_path", "atomic_dir", "atomic_files", "atomic_write_text", "json_path",
+           "jsonable", "write_json", "read_json", "save_state", "load_state", "state_from_file"]
 
 
 @contextlib.contextmanager
@@ -58,6 +59,25 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
+def atomic_files(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder inside ``directory``; on success each file (or folder) written there replaces its
+    namesake in ``directory`` by a rename, so an interruption never leaves a half-written file. Other entries of
+    ``directory`` are kept (``save_pretrained`` into a user's folder)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=directory))
+    try:
+        yield tmp
+        for item in sorted(tmp.iterdir()):
+            target = directory / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def json_path(path: str | os.PathLike, name: str) -> Path:

@@ -19,7 +19,6 @@ only safetensors and JSON are ever read, and ``config.json`` is checked against 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from torch import nn
 from ..branches.stability import InstabilityResult, record_name
 from ..flow.core import IMPFlow
 from ..flow.plots import write_plots
-from ..io import load_state, read_json, state_from_file, write_json  # every read names its file on errors
+from ..io import atomic_files, load_state, read_json, save_state, state_from_file, write_json  # errors name files
 from ..models.families import family_of, get_family
 from ..pruning.callbacks import MaskCallback, keep_masked
 from ..pruning.masks import Mask, MaskEnforcer, check_mask, load_mask, mask_density, save_mask, surviving
@@ -182,22 +181,12 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         """
         save_directory = Path(save_directory)
         (save_directory / "README.md").unlink(missing_ok=True)  # the mixin writes the card only where none is
-        tmp = Path(tempfile.mkdtemp(prefix=".ticket-", dir=save_directory))
-        try:
+        with atomic_files(save_directory) as tmp:
             self._write(tmp)
-            for stale in (LEGACY_TRAINED_FILE,):  # a format-1 file left by an earlier save would contradict the card
-                (save_directory / stale).unlink(missing_ok=True)
-            for item in sorted(tmp.iterdir()):
-                target = save_directory / item.name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                os.replace(item, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            # a format-1 file left by an earlier save would contradict the card
+            (save_directory / LEGACY_TRAINED_FILE).unlink(missing_ok=True)
 
     def _write(self, out: Path) -> None:
-        from ..io import save_state
-
         held = {k: v.detach().clone() for k, v in self.model.state_dict().items()}  # (state_dict() aliases the model)
         rewind = held if self.weights == "rewind" else self.rewind_state
         trained = held if self.weights == "trained" else self.trained_state

@@ -40,7 +40,16 @@ from ..branches.stability import linear_mode_connectivity, load_results
 from ..flow.core import IMPFlow
 from ..hub.push import PushLedger, check_push_access, own_training_args, push_summary
 from ..hub.ticket import LotteryTicket, run_tokenizer_dir
-from ..io import atomic_dir, atomic_path, load_state, read_json, save_state, state_from_file, write_json
+from ..io import (
+    atomic_dir,
+    atomic_path,
+    check_safetensors,
+    load_state,
+    read_json,
+    save_state,
+    state_from_file,
+    write_json,
+)
 from ..models.families import family_of, prunable_parameters
 from ..pruning.callbacks import MaskCallback
 from ..pruning.masks import (
@@ -180,6 +189,8 @@ class LotteryTrainer(Trainer):
         self.current_level: int | None = None
         self._lr_offset = 0
         self.flow = None
+        self.push_failures: list[str] = []  # Hub targets whose push failed (a re-run pushes them)
+        self.level_log_history: dict[int, list] = {}  # each level's log_history (the Trainer keeps the last one)
 
     # ------------------------------------------------------------------ Trainer hooks
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -240,7 +251,7 @@ class LotteryTrainer(Trainer):
                              f"({total_steps} optimizer steps per level); rewind to an earlier step")
         stability_seed = self._stability_seed(la.stability_seed) if la.stability_levels else None
         self._check_or_write_run_config(total_steps)
-        self._verify_completed_levels()
+        done = self._verify_completed_levels()
         self.flow = self._load_or_create_flow()
         result = LotteryResult(self.run_dir)
         # every Trainer.train() runs a full gc.collect() (accelerate's free_memory) at its start and end; with the
@@ -250,8 +261,8 @@ class LotteryTrainer(Trainer):
         gc.freeze()
         try:
             for level in range(la.levels + 1):
-                if self.run.is_complete(level):
-                    rec = self.run.record(level)
+                if level in done:
+                    rec = done[level]
                     logger.info("level %d already complete (density %.4f): skipped", level, rec["density"])
                     if not any(r["level"] == level for r in self.flow.levels):  # interrupted before flow.json
                         self.flow.add_level(level, load_mask(self.run.mask(level), self.model), rec.get("metrics"))
@@ -263,7 +274,7 @@ class LotteryTrainer(Trainer):
         finally:
             gc.unfreeze()
         # a run once extended further keeps those levels: fewer --levels reads them, and the summary shows them
-        result.levels += [self.run.record(n) for n in self.run.level_numbers() if n > la.levels]
+        result.levels += [rec for n, rec in sorted(done.items()) if n > la.levels]
         self.current_level = None
         for level in la.stability_levels or []:
             self.linear_mode_connectivity(level, seed=stability_seed, num_points=la.stability_points,
@@ -288,20 +299,19 @@ class LotteryTrainer(Trainer):
         if error:
             raise RunLockedError(error)
 
-    def _verify_completed_levels(self) -> None:
-        """Every completed level is checked before anything is built on it (files, shapes, mask digest)."""
-        for level in self.run.level_numbers():
-            self.run.verify_level(level, self.model)
-        if self.settings.rewind_steps > 0 and self.run.is_complete(0):
-            from ..io import check_safetensors
-
-            for path in (self.run.rewind,):
-                try:
-                    check_safetensors(path)
+    def _verify_completed_levels(self) -> dict[int, dict]:
+        """Every completed level is checked before anything is built on it (files, shapes, mask digest), and so is
+        the rewind point the later levels start from; returns the completed levels' records."""
+        done = {n: self.run.verify_level(n, self.model) for n in self.run.level_numbers()}
+        if done:
+            try:
+                check_safetensors(self.run.rewind)
+                if self.settings.rewind_steps > 0:
                     read_json(self.run.rewind_state)
-                except ValueError as e:
-                    raise ValueError(f"the rewind point of {self.run_dir} is damaged: {e}. Delete {self.run_dir} "
-                                     f"(every level depends on it) to start again") from None
+            except ValueError as e:
+                raise ValueError(f"the rewind point of {self.run_dir} is damaged: {e}. Delete {self.run_dir} "
+                                 f"(every level depends on it) to start again") from None
+        return done
 
     # ------------------------------------------------------------------ linear mode connectivity
     def _stability_seed(self, seed: int | None) -> int:
@@ -391,8 +401,6 @@ class LotteryTrainer(Trainer):
                        if not ledger.has(f"level-{r['level']:02d}", r["level"])]
         targets.append((level, branch))
         url = None
-        if not hasattr(self, "push_failures"):
-            self.push_failures = []
         for lv, br in targets:
             target = br or "main"
             try:
@@ -441,9 +449,8 @@ class LotteryTrainer(Trainer):
         own ``log``/``report_to`` machinery, at a global step that grows across levels: the optimizer steps of
         every level so far. TensorBoard / W&B can then plot accuracy against density."""
         level = record["level"]
-        steps = sum(int((r.get("metrics") or {}).get("train_steps") or 0)
-                    for r in self.run.records() if r["level"] < level)
-        steps += int(record["metrics"].get("train_steps") or 0)
+        # every level ends at the same global step T (a rewound level resumes at k): levels 0..n took (n + 1)·T
+        steps = (level + 1) * int(record["metrics"].get("train_steps") or 0)
         history = list(self.state.log_history)
         logs = {"level": float(level), "density": float(record["density"])}
         logs.update({f"level_{k}": float(v) for k, v in record["metrics"].items()
@@ -454,8 +461,6 @@ class LotteryTrainer(Trainer):
             self.log(logs)
         finally:
             self.state.global_step = held
-        if not hasattr(self, "level_log_history"):
-            self.level_log_history = {}
         self.level_log_history[level] = history + [self.state.log_history[-1]]
 
     def _route_tracker_files(self) -> None:
