@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 __all__ = ["check_safetensors", "atomic_path", "atomic_dir", "atomic_files", "atomic_write_text", "json_path",
-           "jsonable", "write_json", "read_json", "save_state", "load_state", "state_from_file"]
+           "jsonable", "write_json", "read_json", "save_state", "load_state", "state_from_file", "card_template"]
 
 
 @contextlib.contextmanager
@@ -207,3 +207,11 @@ def check_safetensors(path: str | os.PathLike, shapes: dict[str, tuple] | None =
             raise ValueError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {extra[:5]}, "
                              f"other shapes {wrong[:5]}")
     return found
+
+
+def card_template(name: str) -> str:
+    """Path of a model- or data-set-card template shipped in ``model_cards/`` (tickets and flows)."""
+    path = Path(__file__).resolve().parents[1] / "model_cards" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"model card template {name} is missing from {path.parent}")
+    return str(path)

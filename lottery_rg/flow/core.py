@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import atomic_write_text, json_path, jsonable, read_json
+from ..io import atomic_write_text, card_template, json_path, jsonable, read_json, state_from_file
 from ..models.families import GRANULARITIES, Layout, Unit, family_of, get_family
 from ..pruning.settings import LotterySettings
 from ..run import FLOW_FILE, RunDir
@@ -344,8 +344,6 @@ class IMPFlow:
         scales (e.g. Kaiming's fan-out scaling), so eigenvalue patterns it reproduces are
         not evidence about what training learned.
         """
-        from ..io import state_from_file
-
         if start not in CONTROL_STARTS:
             raise ValueError(f"start must be one of {CONTROL_STARTS}, got {start!r}")
         run = RunDir(run_dir)
@@ -372,7 +370,7 @@ class IMPFlow:
         """A data-set folder for the Hub: ``flow.json``, the table ``data/flow_table.csv`` (one row per unit and
         level; ``datasets.load_dataset`` reads it through the card's ``configs``), the plots and a data-set card.
 
-        The card template is ``model_cards/flow_card.md`` (read as a file: the flow needs nothing from lottery_rg.hub).
+        The card template is ``model_cards/flow_card.md``.
         """
         from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -393,9 +391,9 @@ class IMPFlow:
             pretty_name=f"{arch} IMP flow", size_categories=["n<1K"],
             configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/flow_table.csv"}]}])
         sched = self.schedule
-        template = Path(__file__).resolve().parents[1] / "model_cards" / "flow_card.md"
         card = DatasetCard.from_template(
-            data, template_path=str(template), model_name=f"{arch}-imp-flow", architecture=arch, family=family,
+            data, template_path=card_template("flow_card.md"), model_name=f"{arch}-imp-flow", architecture=arch,
+            family=family,
             levels=len(self.levels), density=float(self.densities().iloc[-1]) if self.levels else 1.0,
             schedule=f"{sched.get('pruning', '?')}, {sched.get('schedule', '?')}, {sched.get('prune_fraction', '?')} "
                      f"per level, rewind step {sched.get('rewind_steps', '?')}",

@@ -10,20 +10,13 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
 
+from ..io import card_template
 from ..pruning.masks import surviving
 from ..run import LotteryResult
 
-__all__ = ["TICKET_TAGS", "card_template", "ticket_card"]  # flow cards: IMPFlow.save_pretrained (a data-set card)
+__all__ = ["TICKET_TAGS", "ticket_card"]  # flow cards: IMPFlow.save_pretrained (a data-set card)
 
 TICKET_TAGS = ["lottery-ticket", "pruning", "sparsity", "imp-flow", "lottery_rg"]
-
-
-def card_template(name: str) -> str:
-    """Path of a card template shipped in ``model_cards/``."""
-    path = Path(__file__).resolve().parents[1] / "model_cards" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"model card template {name} is missing from {path.parent}")
-    return str(path)
 
 
 class _Settings(dict):

@@ -28,6 +28,8 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from ..io import atomic_path
+
 __all__ = [
     "Mask", "full_mask", "mask_density", "surviving", "removal_counts", "magnitude_prune", "next_mask",
     "MaskEnforcer", "apply_mask", "save_mask", "load_mask", "check_mask", "broadcast_mask",
@@ -293,8 +295,6 @@ def check_mask(mask: Mapping[str, torch.Tensor], model: nn.Module | None = None,
 def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write a mask as bool tensors in safetensors, atomically (temp file, then rename)."""
     from safetensors.torch import save_file
-
-    from ..io import atomic_path
 
     check_mask(mask)
     with atomic_path(path) as tmp:
