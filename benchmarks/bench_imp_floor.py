@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -51,9 +52,17 @@ def sync(device):
 
 
 # ---------------------------------------------------------------------------- the floor
-def run_floor(a, train, test, timing):
-    import math
+def lr_factor(a, step: int, total: int) -> float:
+    """transformers' linear or cosine schedule with linear warm-up, as a multiplier of the peak rate."""
+    if step < a.warmup:
+        return step / max(1, a.warmup)
+    progress = (step - a.warmup) / max(1, total - a.warmup)
+    if a.schedule == "cosine":
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return max(0.0, 1.0 - progress)
 
+
+def run_floor(a, train, test, timing):
     import timm
     import torch
     import torch.nn.functional as F
@@ -81,8 +90,8 @@ def run_floor(a, train, test, timing):
         with torch.no_grad():
             for n in names:
                 params[n].mul_(mask[n])
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (total - s) / total))
+        opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, weight_decay=5e-4)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(a, s, total))
         start = a.rewind if level else 0
         for _ in range(start):
             sched.step()
@@ -146,7 +155,8 @@ def run_lottery(a, train, test, collate, timing, out_dir):
     model = timm.create_model(a.model)
     args = TrainingArguments(
         output_dir=out_dir, num_train_epochs=a.epochs, per_device_train_batch_size=a.batch_size,
-        per_device_eval_batch_size=256, learning_rate=0.05, optim="sgd", optim_args="momentum=0.9",
+        per_device_eval_batch_size=256, learning_rate=a.lr, lr_scheduler_type=a.schedule, warmup_steps=a.warmup,
+        optim="sgd", optim_args="momentum=0.9",
         weight_decay=5e-4, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
         dataloader_pin_memory=False, seed=a.seed, use_cpu=a.device == "cpu", bf16=a.bf16)
     trainer = LotteryTrainer(model=model, args=args, lottery_args=LotteryArguments(levels=a.levels, rewind_steps=a.rewind),
@@ -247,6 +257,47 @@ def measure(a, variant: str) -> dict:
     return r
 
 
+def measure_demo(a) -> dict:
+    """The demo as a user runs it (``python examples/run_imp.py CONFIG --levels N --tensor_data``): process time, levels."""
+    import shutil
+    import tempfile
+
+    out = tempfile.mkdtemp(prefix="bench_demo_")
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "run_imp.py"), a.demo, "--levels", str(a.levels),
+           "--tensor_data", "--output_dir", out, "--seed", str(a.seed)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
+    try:
+        t0, ru = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+        wall = time.perf_counter() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode:
+            raise RuntimeError(f"demo failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        records = [json.load(open(os.path.join(out, f"level_{n:02d}", "metrics.json"))) for n in range(a.levels + 1)]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"process": wall, "process_cpu": (ru1.ru_utime - ru.ru_utime) + (ru1.ru_stime - ru.ru_stime),
+            "train_runtime": sum(r["metrics"]["train_runtime"] for r in records),
+            "n_steps": sum(r["metrics"]["train_steps"] - (a.rewind if r["level"] else 0) for r in records),
+            "accuracy": [r["metrics"].get("eval_accuracy") for r in records], "final_density": records[-1]["density"]}
+
+
+def demo_settings(a) -> None:
+    """The floor's settings from the demo's configuration file (same model, data, schedule and rewind step)."""
+    with open(a.demo) as f:
+        cfg = json.load(f)
+    a.model, a.image_size = cfg["model_name_or_path"], cfg.get("image_size", a.image_size)
+    a.train_samples, a.epochs = cfg.get("max_train_samples", 10 ** 9), cfg["num_train_epochs"]
+    a.batch_size, a.lr = cfg["per_device_train_batch_size"], cfg["learning_rate"]
+    a.schedule, a.warmup = cfg.get("lr_scheduler_type", "linear"), cfg.get("warmup_steps", 0)
+    a.rewind, a.seed = cfg.get("rewind_steps", 0), cfg.get("seed", a.seed)
+    floor_does = {"augment": False, "pruning": "global", "prune_fraction": 0.2, "optim": "sgd"}
+    other = {k: cfg[k] for k, v in floor_does.items() if cfg.get(k, v) != v}
+    if other:
+        raise SystemExit(f"the floor does {floor_does}; {a.demo} asks for {other}")
+
+
 # What each worker imports before it loads the data: the floor needs torch, timm, datasets (the digits) and three
 # small lottery_rg modules; LotteryTrainer needs the same plus transformers' Trainer and the rest of lottery_rg.
 _DATA_IMPORTS = ("import torch, timm, datasets; import lottery_rg.models.cifar_resnet, lottery_rg.models.families, "
@@ -279,8 +330,18 @@ def parse(argv=None):
     p.add_argument("--gc-freeze", action="store_true",
                    help="LotteryTrainer: gc.collect(); gc.freeze() before run_imp() (which since 2026-11-27 freezes the heap itself, without the collect)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
+    p.add_argument("--schedule", choices=("linear", "cosine"), default="linear")
+    p.add_argument("--warmup", type=int, default=0, help="warm-up steps")
+    p.add_argument("--demo", metavar="CONFIG", nargs="?", const=os.path.join(ROOT, "examples", "configs",
+                                                                          "resnet20_digits.json"),
+                   help="compare the demo as users run it (examples/run_imp.py CONFIG --levels N --tensor_data, "
+                        "checkpoints, logging, progress bars and summary included) with the floor on the same "
+                        "settings; default CONFIG: the make demo configuration")
     p.add_argument("--worker", choices=("floor", "lottery"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.demo:
+        demo_settings(a)
     argv = sys.argv[1:] if argv is None else argv
     a.passthrough = [x for i, x in enumerate(argv) if x != "--worker" and (i == 0 or argv[i - 1] != "--worker")]
     return a
@@ -316,10 +377,49 @@ def summarize(results: dict, a) -> tuple[str, dict]:
     return "\n".join(out), med
 
 
+def demo_main(a) -> None:
+    print(f"demo {os.path.relpath(a.demo, ROOT)} with --levels {a.levels} --tensor_data vs the floor on the same "
+          f"settings ({a.model}, {a.image_size}px, {a.epochs} epochs/level, batch {a.batch_size}, lr {a.lr} "
+          f"{a.schedule}, warm-up {a.warmup}, rewind to step {a.rewind}), {a.threads} thread(s), {a.repeats} "
+          f"repeat(s); load average {os.getloadavg()[0]:.2f}", flush=True)
+    results = {"floor": [], "demo": []}
+    for r in range(a.repeats):
+        for v in (("floor", "demo") if r % 2 == 0 else ("demo", "floor")):
+            res = measure(a, "floor") if v == "floor" else measure_demo(a)
+            results[v].append(res)
+            print(f"  repeat {r + 1} {v:5s}: process {res['process']:.2f} s ({res['process_cpu']:.2f} CPU s), "
+                  f"{res['n_steps']} steps, accuracy per level {', '.join(f'{x:.3f}' for x in res['accuracy'])}",
+                  flush=True)
+    for r in results["floor"]:
+        r["training"] = r["steps"]  # what Trainer.train() also covers: the steps (and their data, logs, checkpoints)
+        r["rest"] = r["process"] - r["steps"]
+    for r in results["demo"]:
+        r["training"] = r["train_runtime"]
+        r["rest"] = r["process"] - r["train_runtime"]
+    keys = ("process", "process_cpu", "training", "rest")
+    med = {v: {k: statistics.median(x[k] for x in rs) for k in keys} for v, rs in results.items()}
+    f, d = med["floor"], med["demo"]
+    pairs = [dm["process"] / fl["process"] for fl, dm in zip(results["floor"], results["demo"])]
+    print()
+    print("| measure | floor (plain PyTorch) | demo (examples/run_imp.py) | ratio |\n|---|---:|---:|---:|")
+    for label, k in (("whole process (wall s)", "process"), ("whole process (CPU s)", "process_cpu"),
+                     ("training: optimizer steps / all of Trainer.train() (s)", "training"),
+                     ("everything else: start-up, data, evaluation, pruning, files, summary (s)", "rest")):
+        print(f"| {label} | {f[k]:.2f} | {d[k]:.2f} | {d[k] / f[k]:.3f} |")
+    print(f"| optimizer steps | {results['floor'][0]['n_steps']} | {results['demo'][0]['n_steps']} | |")
+    print(f"| final density | {results['floor'][0]['final_density']:.4f} | "
+          f"{results['demo'][0]['final_density']:.4f} | |")
+    print(f"\nper pair (run back to back): {', '.join(f'{x:.3f}' for x in pairs)}")
+    print(f"whole-run ratio demo/floor: {d['process'] / f['process']:.3f} (wall), "
+          f"{d['process_cpu'] / f['process_cpu']:.3f} (CPU); load average {os.getloadavg()[0]:.2f}")
+
+
 def main():
     a = parse()
     if a.worker:
         return worker(a)
+    if a.demo:
+        return demo_main(a)
     print(f"{a.model} on {a.train_samples} digits {a.image_size}px, {a.levels + 1} levels x {a.epochs} epochs, "
           f"batch {a.batch_size}, rewind to step {a.rewind}, {a.threads} thread(s), device {a.device}, "
           f"{a.repeats} repeat(s); load average {os.getloadavg()[0]:.2f}", flush=True)

@@ -440,6 +440,25 @@ def test_plots_write_png(tmp_path, synthetic):
         flow_plots.plot_flow_projection(synthetic, "nope", "layer3.0", "block", tmp_path / "x.png")
 
 
+def test_flow_plot_labels_are_plain_text(synthetic):
+    """Log axes are labelled 0.1, 0.01 (not mathtext, whose parser was most of the summary's drawing time)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from lottery_rg.flow import plots as flow_plots
+
+    for fig in (flow_plots.plot_M_vs_level(synthetic, "block"), flow_plots.plot_eigenvalues(synthetic)):
+        FigureCanvasAgg(fig).draw()
+        ax = fig.axes[0]
+        texts = [t.get_text() for t in ax.get_yticklabels() + ax.get_xticklabels()] + [ax.get_ylabel()]
+        assert texts and not any("$" in t for t in texts), texts
+    ax = flow_plots.plot_M_vs_level(synthetic, "block").axes[0]
+    FigureCanvasAgg(ax.figure).draw()
+    assert ax.get_yscale() == "log"
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels and all(float(t) > 0 for t in labels), labels  # plain numbers
+    assert all(float(t.get_text().replace("−", "-")).is_integer() for t in ax.get_xticklabels() if t.get_text())
+
+
 def test_cli_on_fabricated_run(tmp_path, resnet20, capsys):
     run, _ = _fabricate_run(tmp_path, resnet20, n_levels=6)
     other_dir = tmp_path / "other"

@@ -80,3 +80,33 @@ def test_unknown_attribute_is_an_attribute_error(name):
     assert getattr(lottery_rg, name).__name__ == name
     with pytest.raises(AttributeError):
         lottery_rg.no_such_thing  # noqa: B018
+
+
+def test_the_trainer_loads_no_plotting_library():
+    """matplotlib (0.4 s) is imported by the first figure, not by a training run or a ticket load."""
+    loaded = json.loads(run("import sys, json\n"
+                            "from lottery_rg import LotteryTrainer, LotteryTicket, IMPFlow\n"
+                            "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'matplotlib']))"))
+    assert loaded == []
+
+
+def test_imports_without_collection_pauses_and_restores_the_collector():
+    out = run("import gc, json\n"
+              "from lottery_rg import imports_without_collection\n"
+              "seen = []\n"
+              "gc.callbacks.append(lambda phase, info: seen.append(info['generation']) if phase == 'start' else None)\n"
+              "def cycles(n):\n"
+              "    for _ in range(n):\n"
+              "        a = []; a.append(a)\n"
+              "with imports_without_collection():\n"
+              "    before = len(seen)\n"
+              "    cycles(200_000)\n"
+              "    inside = len(seen) - before\n"
+              "enabled_after = gc.isenabled()\n"
+              "cycles(200_000)\n"
+              "outside = len(seen) - before\n"
+              "gc.disable()\n"
+              "with imports_without_collection(freeze=True):\n"
+              "    import json as _  # noqa\n"
+              "print(json.dumps([inside, enabled_after, outside > inside, gc.isenabled(), gc.get_freeze_count() > 0]))")
+    assert json.loads(out) == [0, True, True, False, True]
