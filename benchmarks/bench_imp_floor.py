@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -238,47 +237,73 @@ def worker(a) -> None:
 
 
 # ---------------------------------------------------------------------------- parent
-def measure(a, variant: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant] + a.passthrough
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
-    t0, ru = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    wall = time.perf_counter() - t0
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    process_cpu = (ru1.ru_utime - ru.ru_utime) + (ru1.ru_stime - ru.ru_stime)  # user + system CPU of the worker
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not line:
-        raise RuntimeError(f"{variant} worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+class Child:
+    """A subprocess whose own wall time and CPU time (user + system, from ``wait4``) are measured."""
+
+    def __init__(self, cmd, threads: int, cpu: int | None = None):
+        import tempfile
+
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+               "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, env=env, cwd=ROOT, text=True,
+                                     preexec_fn=pin)
+
+    def wait(self) -> tuple[float, float, str, str, int]:
+        _, status, ru = os.wait4(self.proc.pid, 0)
+        wall = time.perf_counter() - self.t0
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.out.seek(0)
+        self.err.seek(0)
+        return wall, ru.ru_utime + ru.ru_stime, self.out.read(), self.err.read(), self.proc.returncode
+
+
+def start_worker(a, variant: str, cpu: int | None = None) -> Child:
+    return Child([sys.executable, os.path.abspath(__file__), "--worker", variant] + a.passthrough, a.threads, cpu)
+
+
+def worker_result(child: Child, variant: str) -> dict:
+    wall, cpu, stdout, stderr, rc = child.wait()
+    line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+    if rc or not line:
+        raise RuntimeError(f"{variant} worker failed ({rc}):\n{stderr[-3000:]}")
     r = json.loads(line[-1][7:])
-    r["process"] = wall
-    r["process_cpu"] = process_cpu
+    r["process"], r["process_cpu"] = wall, cpu
     r["startup"] = wall - r["since_script_start"] + r["imports"]  # interpreter + imports
     return r
 
 
-def measure_demo(a) -> dict:
-    """The demo as a user runs it (``python examples/run_imp.py CONFIG --levels N --tensor_data``): process time, levels."""
-    import shutil
+def measure(a, variant: str) -> dict:
+    return worker_result(start_worker(a, variant), variant)
+
+
+def start_demo(a, cpu: int | None = None) -> Child:
+    """The demo as a user runs it: ``python examples/run_imp.py CONFIG --levels N --tensor_data``."""
     import tempfile
 
     out = tempfile.mkdtemp(prefix="bench_demo_")
-    cmd = [sys.executable, os.path.join(ROOT, "examples", "run_imp.py"), a.demo, "--levels", str(a.levels),
-           "--tensor_data", "--output_dir", out, "--seed", str(a.seed)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
+    child = Child([sys.executable, os.path.join(ROOT, "examples", "run_imp.py"), a.demo, "--levels", str(a.levels),
+                   "--tensor_data", "--output_dir", out, "--seed", str(a.seed)], a.threads, cpu)
+    child.run_dir = out
+    return child
+
+
+def demo_result(child: Child, a) -> dict:
+    import shutil
+
     try:
-        t0, ru = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-        wall = time.perf_counter() - t0
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if proc.returncode:
-            raise RuntimeError(f"demo failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        records = [json.load(open(os.path.join(out, f"level_{n:02d}", "metrics.json"))) for n in range(a.levels + 1)]
+        wall, cpu, _, stderr, rc = child.wait()
+        if rc:
+            raise RuntimeError(f"demo failed ({rc}):\n{stderr[-3000:]}")
+        records = []
+        for n in range(a.levels + 1):
+            with open(os.path.join(child.run_dir, f"level_{n:02d}", "metrics.json")) as f:
+                records.append(json.load(f))
     finally:
-        shutil.rmtree(out, ignore_errors=True)
-    return {"process": wall, "process_cpu": (ru1.ru_utime - ru.ru_utime) + (ru1.ru_stime - ru.ru_stime),
-            "train_runtime": sum(r["metrics"]["train_runtime"] for r in records),
+        shutil.rmtree(child.run_dir, ignore_errors=True)
+    return {"process": wall, "process_cpu": cpu, "train_runtime": sum(r["metrics"]["train_runtime"] for r in records),
             "n_steps": sum(r["metrics"]["train_steps"] - (a.rewind if r["level"] else 0) for r in records),
             "accuracy": [r["metrics"].get("eval_accuracy") for r in records], "final_density": records[-1]["density"]}
 
@@ -338,6 +363,10 @@ def parse(argv=None):
                    help="compare the demo as users run it (examples/run_imp.py CONFIG --levels N --tensor_data, "
                         "checkpoints, logging, progress bars and summary included) with the floor on the same "
                         "settings; default CONFIG: the make demo configuration")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="with --demo and --threads 1: run the floor and the demo at the same time, each pinned to its "
+                        "own core (swapped every repeat), so that both see the same machine; a shared VM's speed "
+                        "drifts by several per cent between minutes")
     p.add_argument("--worker", choices=("floor", "lottery"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.demo:
@@ -383,9 +412,21 @@ def demo_main(a) -> None:
           f"{a.schedule}, warm-up {a.warmup}, rewind to step {a.rewind}), {a.threads} thread(s), {a.repeats} "
           f"repeat(s); load average {os.getloadavg()[0]:.2f}", flush=True)
     results = {"floor": [], "demo": []}
+    cores = sorted(os.sched_getaffinity(0))
+    side_by_side = a.side_by_side and len(cores) >= 2 * a.threads
+    if a.side_by_side and not side_by_side:
+        print(f"  (--side-by-side needs {2 * a.threads} cores, this machine lends {len(cores)}: one after the other)")
     for r in range(a.repeats):
-        for v in (("floor", "demo") if r % 2 == 0 else ("demo", "floor")):
-            res = measure(a, "floor") if v == "floor" else measure_demo(a)
+        if side_by_side:  # both at once, each pinned to its own core(s); the cores swap every repeat
+            c0, c1 = (cores[0], cores[-1]) if r % 2 == 0 else (cores[-1], cores[0])
+            pin = a.threads == 1
+            floor, demo = start_worker(a, "floor", c0 if pin else None), start_demo(a, c1 if pin else None)
+            done = {"floor": worker_result(floor, "floor"), "demo": demo_result(demo, a)}
+        else:  # one after the other, alternating which goes first
+            done = {}
+            for v in (("floor", "demo") if r % 2 == 0 else ("demo", "floor")):
+                done[v] = measure(a, "floor") if v == "floor" else demo_result(start_demo(a), a)
+        for v, res in done.items():
             results[v].append(res)
             print(f"  repeat {r + 1} {v:5s}: process {res['process']:.2f} s ({res['process_cpu']:.2f} CPU s), "
                   f"{res['n_steps']} steps, accuracy per level {', '.join(f'{x:.3f}' for x in res['accuracy'])}",
