@@ -15,11 +15,14 @@ Writes ``results.csv``, ``summary.md`` and ``elastic_accuracy_vs_density.png``; 
 
 import logging
 
-from transformers import TrainingArguments
+from lottery_rg import imports_without_collection
 
-from lottery_rg import DataArguments, LotteryArguments
-from lottery_rg.branches.experiment import ElasticArguments, run_elastic_experiment
-from lottery_rg.training.arguments import parse_args
+with imports_without_collection(freeze=True):  # start-up without garbage collections over torch's objects
+    from transformers import TrainingArguments
+
+    from lottery_rg import DataArguments, LotteryArguments
+    from lottery_rg.branches.experiment import ElasticArguments, run_elastic_experiment
+    from lottery_rg.training.arguments import parse_args
 
 
 def main(argv=None):
