@@ -1,5 +1,6 @@
 """LotteryTrainer on real (tiny) runs: masks stay zero, rewinds are exact, levels land on disk."""
 
+import gc
 import json
 
 import pytest
@@ -88,7 +89,9 @@ def test_rewind_restores_theta_k_exactly(tmp_path, k):
 
 def test_levels_on_disk_densities_and_masks(tmp_path):
     trainer = make_trainer(tmp_path, {"levels": 3})
+    assert gc.get_freeze_count() == 0
     result = trainer.run_imp()
+    assert gc.get_freeze_count() == 0  # the run freezes the heap while it works, and gives it back as it found it
     assert (tmp_path / "rewind.safetensors").is_file()
     densities = []
     for level in range(4):
@@ -185,3 +188,15 @@ def test_resume_skips_checkpoints_a_kill_left_half_written(tmp_path):
     assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
     (tmp_path / "checkpoint-2" / "trainer_state.json").unlink()
     assert last_complete_checkpoint(tmp_path) is None
+
+
+def test_a_heap_the_program_froze_stays_frozen(tmp_path):
+    """examples/run_imp.py freezes what its imports made; the run must not unfreeze it before the summary."""
+    trainer = make_trainer(tmp_path, {"levels": 1})
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        trainer.run_imp()
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()

@@ -254,12 +254,10 @@ class LotteryTrainer(Trainer):
         done = self._verify_completed_levels()
         self.flow = self._load_or_create_flow()
         result = LotteryResult(self.run_dir)
-        # every Trainer.train() runs a full gc.collect() (accelerate's free_memory) at its start and end; with the
-        # long-lived objects (model, data, libraries) frozen out of the collector's view, each costs a fraction.
-        # No gc.collect() before the freeze: it would walk the whole heap once more (0.3-0.7 s here) to free the
-        # little cyclic garbage there is now, which the first collection after gc.unfreeze() frees instead.
-        gc.freeze()
-        try:
+        # every Trainer.train() runs a full gc.collect() (accelerate's free_memory) at its start and end, and the
+        # end-of-run figures allocate enough to set off full collections too; with the long-lived objects (model,
+        # data, libraries) frozen out of the collector's view, each costs a fraction.
+        with _long_lived_objects_frozen():
             for level in range(la.levels + 1):
                 if level in done:
                     rec = done[level]
@@ -271,19 +269,17 @@ class LotteryTrainer(Trainer):
                 else:
                     rec = self._run_level(level)
                 result.levels.append(rec)
-        finally:
-            gc.unfreeze()
-        # a run once extended further keeps those levels: fewer --levels reads them, and the summary shows them
-        result.levels += [rec for n, rec in sorted(done.items()) if n > la.levels]
-        self.current_level = None
-        for level in la.stability_levels or []:
-            self.linear_mode_connectivity(level, seed=stability_seed, num_points=la.stability_points,
-                                          recalibrate_bn=la.stability_bn_batches)
-        result.stability = load_results(self.run_dir)  # this call's analyses and any earlier ones
-        if self.is_world_process_zero():
-            write_run_summary(result, self.flow)
-            if self.push_tickets:
-                self.push_ticket_to_hub()
+            # a run once extended further keeps those levels: fewer --levels reads them, and the summary shows them
+            result.levels += [rec for n, rec in sorted(done.items()) if n > la.levels]
+            self.current_level = None
+            for level in la.stability_levels or []:
+                self.linear_mode_connectivity(level, seed=stability_seed, num_points=la.stability_points,
+                                              recalibrate_bn=la.stability_bn_batches)
+            result.stability = load_results(self.run_dir)  # this call's analyses and any earlier ones
+            if self.is_world_process_zero():
+                write_run_summary(result, self.flow)
+                if self.push_tickets:
+                    self.push_ticket_to_hub()
         self.accelerator.wait_for_everyone()
         return result
 
@@ -756,6 +752,23 @@ def _loss_carry(checkpoint: Path | None) -> tuple[float, int]:
         return 0.0, 0
     data = read_json(checkpoint / LOSS_FILE)
     return float(data["loss_sum"]), int(data["steps"])
+
+
+@contextlib.contextmanager
+def _long_lived_objects_frozen():
+    """Keep the objects that exist now out of every garbage collection until the block ends (:func:`gc.freeze`).
+
+    No gc.collect() first: it would walk the whole heap once more (0.3-0.7 s here) to free the little cyclic
+    garbage there is, which the first collection after the block frees instead. A heap the program froze
+    itself (``imports_without_collection(freeze=True)`` in ``examples/run_imp.py``) stays frozen afterwards.
+    """
+    frozen_by_caller = gc.get_freeze_count() > 0
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not frozen_by_caller:
+            gc.unfreeze()
 
 
 def _broadcast_object(obj):
