@@ -179,7 +179,13 @@ def worker(a) -> None:
     import tempfile
 
     t_imp = time.perf_counter()
+    freeze = a.worker == "floor" and a.floor_freeze
+    if freeze:  # what examples/run_imp.py and run_imp() do: no collections during the imports, then a frozen heap
+        gc.disable()
     exec(IMPORTS[a.worker])  # each variant imports only what it uses (the floor: no transformers, no Trainer)
+    if freeze:
+        gc.freeze()
+        gc.enable()
     import torch
 
     torch.set_num_threads(a.threads)
@@ -252,12 +258,26 @@ class Child:
                                      preexec_fn=pin)
 
     def wait(self) -> tuple[float, float, str, str, int]:
-        _, status, ru = os.wait4(self.proc.pid, 0)
-        wall = time.perf_counter() - self.t0
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        if not hasattr(self, "wall"):
+            self.reaped(*os.wait4(self.proc.pid, 0)[1:])
         self.out.seek(0)
         self.err.seek(0)
-        return wall, ru.ru_utime + ru.ru_stime, self.out.read(), self.err.read(), self.proc.returncode
+        return self.wall, self.cpu, self.out.read(), self.err.read(), self.proc.returncode
+
+    def reaped(self, status: int, ru) -> None:
+        """Record the end of the process (call as soon as ``wait4`` returns it)."""
+        self.wall = time.perf_counter() - self.t0
+        self.cpu = ru.ru_utime + ru.ru_stime
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+
+
+def reap(*children: Child) -> None:
+    """Wait for all of them, recording each one's end when it happens (not when its turn to be waited on comes)."""
+    pending = {c.proc.pid: c for c in children}
+    while pending:
+        pid, status, ru = os.wait4(-1, 0)
+        if pid in pending:
+            pending.pop(pid).reaped(status, ru)
 
 
 def start_worker(a, variant: str, cpu: int | None = None) -> Child:
@@ -367,6 +387,9 @@ def parse(argv=None):
                    help="with --demo and --threads 1: run the floor and the demo at the same time, each pinned to its "
                         "own core (swapped every repeat), so that both see the same machine; a shared VM's speed "
                         "drifts by several per cent between minutes")
+    p.add_argument("--floor-freeze", action="store_true",
+                   help="give the floor lottery_rg's garbage-collector handling too (no collections while importing, "
+                        "then gc.freeze()), to see how much of the comparison that handling is")
     p.add_argument("--worker", choices=("floor", "lottery"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.demo:
@@ -421,6 +444,7 @@ def demo_main(a) -> None:
             c0, c1 = (cores[0], cores[-1]) if r % 2 == 0 else (cores[-1], cores[0])
             pin = a.threads == 1
             floor, demo = start_worker(a, "floor", c0 if pin else None), start_demo(a, c1 if pin else None)
+            reap(floor, demo)
             done = {"floor": worker_result(floor, "floor"), "demo": demo_result(demo, a)}
         else:  # one after the other, alternating which goes first
             done = {}
@@ -450,7 +474,9 @@ def demo_main(a) -> None:
     print(f"| optimizer steps | {results['floor'][0]['n_steps']} | {results['demo'][0]['n_steps']} | |")
     print(f"| final density | {results['floor'][0]['final_density']:.4f} | "
           f"{results['demo'][0]['final_density']:.4f} | |")
-    print(f"\nper pair (run back to back): {', '.join(f'{x:.3f}' for x in pairs)}")
+    cpu_pairs = [dm["process_cpu"] / fl["process_cpu"] for fl, dm in zip(results["floor"], results["demo"])]
+    print(f"\nper pair, demo/floor: wall {', '.join(f'{x:.3f}' for x in pairs)}; "
+          f"CPU {', '.join(f'{x:.3f}' for x in cpu_pairs)}")
     print(f"whole-run ratio demo/floor: {d['process'] / f['process']:.3f} (wall), "
           f"{d['process_cpu'] / f['process_cpu']:.3f} (CPU); load average {os.getloadavg()[0]:.2f}")
 
