@@ -1,5 +1,5 @@
 # Set up a virtual environment and run lottery_rg's main job or its tests.
-#   make demo   — install everything, then find tickets for ResNet-20 on the embedded digits (≈ 5 min on 2 CPU cores)
+#   make demo   — install everything, then find tickets for ResNet-20 on the embedded digits (≈ 2 min on 2 CPU cores, after the install)
 #   make test   — install everything, then run the test suite (fast tests)
 #   make test-slow — the end-to-end tests (kill -9 resume, two-process accelerate launch, full demos)
 PYTHON ?= python3
