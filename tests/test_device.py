@@ -293,13 +293,15 @@ def test_flow_counts_device_masks():
     assert flow.levels[0]["surviving"] == flow.levels[1]["surviving"] == rec["surviving"]
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("precision", [
+    "bf16",
+    pytest.param("fp16", marks=[pytest.mark.gpu, pytest.mark.skipif(DEVICE.type != "cuda",
+                                                                      reason="fp16 with a grad scaler needs CUDA")]),
+])
 def test_tiny_lottery_run_in_mixed_precision(tmp_path, precision):
     """bf16 autocast (CPU or CUDA) and fp16 with the grad scaler (CUDA only): the Trainer calls
     ``on_optimizer_step`` after ``optimizer.step()``, i.e. after the scaler's (possibly skipped) step, so the
     MaskCallback's multiply is the last write to the weights in every step."""
-    if precision == "fp16" and DEVICE.type != "cuda":
-        pytest.skip("fp16 with a grad scaler needs CUDA")
     from utils import make_trainer
 
     from lottery_rg.io import state_from_file

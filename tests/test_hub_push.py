@@ -134,7 +134,6 @@ def test_pushes_survive_a_hub_outage_and_resume(hub, tmp_path):
 
 
 def test_levels_reach_tensorboard_at_growing_steps(tmp_path):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     trainer = make_trainer(tmp_path, {"levels": 2}, report_to=["tensorboard"], logging_steps=2)

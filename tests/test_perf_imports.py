@@ -24,11 +24,15 @@ def run(code: str) -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
+def loaded_packages(code: str, packages: tuple[str, ...]) -> list[str]:
+    """Which of ``packages`` (top-level names) a fresh interpreter has imported after running ``code``."""
+    return json.loads(run(f"{code}\nimport sys, json\n"
+                          f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(packages)!r})))"))
+
+
 def test_import_lottery_rg_loads_no_heavy_library():
-    loaded = json.loads(run("import sys, json, lottery_rg; "
-                            "print(json.dumps([m for m in ('torch', 'timm', 'transformers', 'matplotlib', 'pandas', "
-                            "'datasets') if m in sys.modules]))"))
-    assert loaded == []
+    assert loaded_packages("import lottery_rg",
+                           ("torch", "timm", "transformers", "matplotlib", "pandas", "datasets")) == []
 
 
 def test_public_api_and_star_import():
@@ -84,10 +88,7 @@ def test_unknown_attribute_is_an_attribute_error(name):
 
 def test_the_trainer_loads_no_plotting_library():
     """matplotlib (0.4 s) is imported by the first figure, not by a training run or a ticket load."""
-    loaded = json.loads(run("import sys, json\n"
-                            "from lottery_rg import LotteryTrainer, LotteryTicket, IMPFlow\n"
-                            "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'matplotlib']))"))
-    assert loaded == []
+    assert loaded_packages("from lottery_rg import LotteryTrainer, LotteryTicket, IMPFlow", ("matplotlib",)) == []
 
 
 def test_imports_without_collection_pauses_and_restores_the_collector():

@@ -10,14 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
+import transformers
 
-datasets = pytest.importorskip("datasets")
-transformers = pytest.importorskip("transformers")
-
-from lottery_rg.tasks import text as td  # noqa: E402
+from lottery_rg.tasks import text as td
 
 
 @pytest.fixture(scope="module")
