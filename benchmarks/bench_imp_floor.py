@@ -352,11 +352,11 @@ IMPORTS = {"floor": _DATA_IMPORTS, "lottery": _DATA_IMPORTS + "; from lottery_rg
 
 def import_time(a, variant: str) -> float:
     """Wall seconds of a fresh interpreter that only imports what the variant needs."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": str(a.threads)}
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", IMPORTS[variant]], check=True, env=env, cwd=ROOT)
-    return time.perf_counter() - t0
+    child = Child([sys.executable, "-c", IMPORTS[variant]], a.threads)
+    wall, _, _, stderr, rc = child.wait()
+    if rc:
+        raise RuntimeError(f"importing for {variant} failed ({rc}):\n{stderr[-3000:]}")
+    return wall
 
 
 def parse(argv=None):

@@ -59,7 +59,6 @@ from ..pruning.masks import (
     check_mask,
     full_mask,
     load_mask,
-    mask_density,
     mask_digest,
     save_mask,
     surviving,
@@ -479,12 +478,15 @@ class LotteryTrainer(Trainer):
         self.current_level = level
         mask = self._mask_for_level(level)
         self.mask = mask
+        # counted and hashed once (each is a pass over the mask, the hash a copy to the host)
+        counts, total = surviving(mask), {n: int(m.numel()) for n, m in mask.items()}
+        density = sum(counts.values()) / max(1, sum(total.values()))
+        digest = mask_digest(mask)
         # every process logs its own digest: the evidence that all ranks prune to the same mask
-        logger.info("mask digest %s (process %d) for level %d/%d at density %.4f", mask_digest(mask),
-                    self.args.process_index, level, la.levels, mask_density(mask))
+        logger.info("mask digest %s (process %d) for level %d/%d at density %.4f", digest,
+                    self.args.process_index, level, la.levels, density)
         if self.is_world_process_zero():
-            print(f"[lottery_rg] level {level}/{la.levels}: training at density {100 * mask_density(mask):.2f}%",
-                  flush=True)
+            print(f"[lottery_rg] level {level}/{la.levels}: training at density {100 * density:.2f}%", flush=True)
         work = run.checkpoints(f"level_{level:02d}")
         train_output = self._train_from_start(mask, work, rewound=level > 0, seed=self.args.seed,
                                               what=f"level {level}")
@@ -492,15 +494,14 @@ class LotteryTrainer(Trainer):
                    "train_runtime": train_output.metrics.get("train_runtime")}
         if self.eval_dataset is not None:
             metrics.update(self.evaluate())
-        counts = surviving(mask)
-        digests = _gather_digests(mask_digest(mask))
+        digests = _gather_digests(digest)
         if len(set(digests)) != 1:  # cannot happen after broadcast_mask; a cheap guard for the invariant
             raise RuntimeError(f"level {level}: processes hold different masks ({digests})")
         record = {
-            "level": level, "density": mask_density(mask),
+            "level": level, "density": density,
             "target_density": self.settings.target_density(level),
             "metrics": metrics, "mask_digest": digests[0], "mask_digest_per_process": digests,
-            "surviving": counts, "total": {n: int(m.numel()) for n, m in mask.items()},
+            "surviving": counts, "total": total,
         }
         if self.is_world_process_zero():
             with atomic_dir(run.level(level)) as tmp:
@@ -706,7 +707,6 @@ class LotteryTrainer(Trainer):
 
 def _command_line() -> str:
     import shlex
-    import sys
 
     return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
 
