@@ -50,7 +50,7 @@ from ..io import (
     state_from_file,
     write_json,
 )
-from ..models.families import family_of, prunable_parameters
+from ..models.families import family_of
 from ..pruning.callbacks import MaskCallback
 from ..pruning.masks import (
     Mask,
@@ -152,7 +152,7 @@ class LotteryTrainer(Trainer):
         self.settings = self.lottery_args.settings()  # the typed settings every level shares
         self.run_info = dict(run_info or {})  # provenance for model cards: data set, base model, command
         self.family = family_of(model)
-        self.prunable = prunable_parameters(model, self.settings.prune_include, self.settings.prune_exclude)
+        self.prunable = self.settings.prunable_parameters(model)  # family default, patterns, preset
         # tickets, not Trainer checkpoints, go to the Hub: the Trainer gets a copy of the arguments that never pushes
         # checkpoint folders (the caller's object is left as it is); token and repository are checked now, before
         # any training
