@@ -185,6 +185,7 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "python -m lottery_
         print()
         try:
             fit = subject.critical_exponent(args.metric)
+            fit.profile()  # the profile-likelihood interval of γ (or a one-sided bound), printed with the fit
             n_runs = f" ({len(flows)} runs pooled)" if pool is not None else ""
             print(f"Critical exponent (Eq. 14, {args.metric}){n_runs}:\n")
             print(fit.to_markdown())

@@ -446,9 +446,17 @@ class IMPFlow:
         self.save(out / FLOW_FILE)
         self.save_table(out / "data" / "flow_table.csv")
         plots = write_plots(out, [], self, ("block",))
-        eigen, stages = "(fewer than 3 levels)", "(fewer than 3 levels)"
+        eigen = stages = nulls = per_level = "(fewer than 3 levels)"
         if len(self.levels) >= 3:
-            eigen, stages = self.eigenvalues("block").to_markdown(), self.eigenvalues("stage").to_markdown()
+            from .analysis import null_report
+
+            block = self.eigenvalues("block")
+            eigen, stages, per_level = block.to_markdown(), self.eigenvalues("stage").to_markdown(), \
+                block.levels_markdown()
+            try:
+                nulls = null_report(self, "block").to_markdown()
+            except (ValueError, KeyError, TypeError) as e:
+                nulls = f"(no init-scale null for this flow: {e})"
         family = self.model.get("family", "")
         arch = self.model.get("architecture", self.label)
         data = DatasetCardData(
@@ -462,7 +470,8 @@ class IMPFlow:
             levels=len(self.levels), density=float(self.densities().iloc[-1]) if self.levels else 1.0,
             schedule=f"{sched.get('pruning', '?')}, {sched.get('schedule', '?')}, {sched.get('prune_fraction', '?')} "
                      f"per level, rewind step {sched.get('rewind_steps', '?')}",
-            eigen_table=eigen, stage_table=stages, plots=plots, schema_version=SCHEMA_VERSION,
+            eigen_table=eigen, stage_table=stages, null_table=nulls, levels_table=per_level, plots=plots,
+            schema_version=SCHEMA_VERSION, has_controls=bool(self.controls),
             repo_id=repo_id or "<repo id>")
         card.save(out / "README.md")
         return out

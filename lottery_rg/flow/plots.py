@@ -256,7 +256,11 @@ def plot_error_vs_density(points_or_flows, fit=None, path=None, *, metric: str =
     density_axis(ax, [float(np.min(d)) for d in d_all], invert=invert_x)
     ax.set_xlabel("density (% of prunable weights remaining)")
     ax.set_ylabel("error (%) = 100 − accuracy")
-    ax.set_title(title or "Error versus density")
+    prof = getattr(fit, "__dict__", {}).get("_profiles") if fit is not None else None
+    if prof and title is None:
+        title = "Error versus density\n" + next(iter(prof.values())).describe().split(" (")[0] + \
+            f" ({next(iter(prof.values())).kind}, profile likelihood)"
+    ax.set_title(title or "Error versus density", fontsize=9 if prof else None)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return save_figure(fig, path)
