@@ -546,13 +546,16 @@ class IMPFlow:
         if not self.levels:
             raise ValueError("the flow has no levels yet")
         tensors = list(self.tensors)
-        counts = pd.DataFrame([[r["surviving"][t] for t in tensors] for r in self.levels],
-                              index=pd.Index(self.level_numbers, name="level"), columns=tensors, dtype="int64")
+        values = np.array([[r["surviving"][t] for t in tensors] for r in self.levels], dtype=np.int64)
+        index = pd.Index(self.level_numbers, name="level")
         if granularity is None:
+            counts = pd.DataFrame(values, index=index, columns=tensors)
             counts.columns.name = "tensor"
             return counts
         units = self.get_units(granularity)
-        out = pd.DataFrame({u.name: counts[list(u.params)].sum(axis=1) for u in units}, index=counts.index)
+        col = {t: i for i, t in enumerate(tensors)}
+        sums = np.stack([values[:, [col[p] for p in u.params]].sum(axis=1) for u in units], axis=1)
+        out = pd.DataFrame(sums, index=index, columns=[u.name for u in units])
         out.columns.name = "unit"
         return out
 

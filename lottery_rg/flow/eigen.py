@@ -338,14 +338,16 @@ def eigenvalue_table(M: pd.DataFrame, units, used: Sequence[int], *, granularity
     boot_seed = BOOTSTRAP_SEED if boot_seed is None else int(boot_seed)
     used = list(used)
     Mw = M.loc[used]
-    ratios = pd.DataFrame(index=pd.Index(used[:-1], name="level"), columns=list(M.columns), dtype=float)
+    Mv = Mw.to_numpy(float)
+    col = {c: i for i, c in enumerate(Mw.columns)}
+    ratio_cols = {}
     rows, slopes = [], []
     for u in units:
-        m = Mw[u.name].to_numpy(float)
+        m = Mv[:, col[u.name]]
         ok = m[:-1] > 0
         r_all = np.full(m.size - 1, np.nan)
         r_all[ok] = m[1:][ok] / m[:-1][ok]
-        ratios[u.name] = r_all
+        ratio_cols[u.name] = r_all
         r = r_all[ok]
         n = int(r.size)
         lam = float(r.mean()) if n else float("nan")
@@ -362,21 +364,22 @@ def eigenvalue_table(M: pd.DataFrame, units, used: Sequence[int], *, granularity
             "paper_criterion": paper,
             "class": rule(lam, std if math.isfinite(std) else 0.0) if n else UNDETERMINED,
         })
-    table = pd.DataFrame(rows).set_index("unit")
+    ratios = pd.DataFrame(ratio_cols, index=pd.Index(used[:-1], name="level"))
     n_apps = len(used) - 1
     slopes_arr = np.asarray(slopes, float)[:, None]
-    lam_arr = table["lambda"].to_numpy(float)
+    lam_arr = np.array([r["lambda"] for r in rows], float)
     trend = _trend_columns(slopes_arr, n_apps, lam_arr, exact)
     if not exact:  # a constant series of ratios has no sampling question: its λ(n) is exactly flat
-        flat = (table["std"].to_numpy(float) <= 1e-12) & (table["n_pairs"].to_numpy() >= 2)
+        flat = np.array([r["std"] <= 1e-12 and r["n_pairs"] >= 2 for r in rows], bool)
         if flat.any():
             exact_trend = _trend_columns(slopes_arr, n_apps, lam_arr, True)
             trend = {k: np.where(flat, exact_trend[k], v) for k, v in trend.items()}
-    for k, v in trend.items():
-        table[k] = v
-    table["eigenfunction"] = table["paper_criterion"] & (table["trend"] == "steady")
+    columns = {k: [r[k] for r in rows] for k in rows[0]} if rows else {"unit": []}
+    columns.update(trend)
+    columns["eigenfunction"] = np.array([r["paper_criterion"] for r in rows], bool) & (trend["trend"] == "steady")
     for c in ("stage", "index", "collapse_level"):
-        table[c] = table[c].astype("Int64")
+        columns[c] = pd.array(columns.get(c, []), dtype="Int64")
+    table = pd.DataFrame(columns).set_index("unit")
     if exact:
         method = "closed form (no sampling error)"
     else:

@@ -6,6 +6,7 @@ collection of flows) so that the analyses built on tables â€” the null report â€
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -94,6 +95,9 @@ def pool_tables(tables: Sequence[EigenvalueTable], labels: Sequence[str] | None 
                        for t in tables], axis=1)
     paper = np.stack([t.table["paper_criterion"].to_numpy(bool) if "paper_criterion" in t.table
                       else t.table["eigenfunction"].to_numpy(bool) for t in tables], axis=1)
+    n_pairs = first["n_pairs"].to_numpy()
+    n_skipped = np.sum([t.table["n_skipped"].to_numpy(int) for t in tables], axis=0)
+    collapsed = np.any([t.table["collapsed"].to_numpy(bool) for t in tables], axis=0)
     rows = []
     for j in range(len(units)):
         mean, se, df = seed_se(lam[j])
@@ -108,9 +112,7 @@ def pool_tables(tables: Sequence[EigenvalueTable], labels: Sequence[str] | None 
             "std": mstd, "M_start": float(np.nanmean(m0[j])), "n_seeds": int(np.isfinite(lam[j]).sum()),
             "class": cls, "class_share": share, "stable": bool(share == 1.0),
             "classes": "/".join(str(c) for c in classes[j]),
-            "n_pairs": int(first.iloc[j]["n_pairs"]),
-            "n_skipped": int(sum(int(t.table.iloc[j]["n_skipped"]) for t in tables)),
-            "collapsed": bool(any(bool(t.table.iloc[j]["collapsed"]) for t in tables)),
+            "n_pairs": int(n_pairs[j]), "n_skipped": int(n_skipped[j]), "collapsed": bool(collapsed[j]),
             "paper_criterion": bool(paper[j].all()),
             **{f"lambda_{lab}": float(lam[j, i]) for i, lab in enumerate(labels)},
         })
@@ -126,9 +128,12 @@ def pool_tables(tables: Sequence[EigenvalueTable], labels: Sequence[str] | None 
     ratios = ratios_se = M_window = None
     if all(t.ratios is not None for t in tables):
         stack = np.stack([t.ratios.to_numpy(float) for t in tables])
-        ratios = pd.DataFrame(np.nanmean(stack, axis=0), index=t0.ratios.index, columns=t0.ratios.columns)
-        spread = (np.nanstd(stack, axis=0, ddof=1) / np.sqrt(len(tables)) if len(tables) > 1
-                  else np.full(stack.shape[1:], np.nan))
+        with warnings.catch_warnings():  # a collapsed unit has no ratio in any seed: NaN, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(stack, axis=0)
+            spread = (np.nanstd(stack, axis=0, ddof=1) / np.sqrt(len(tables)) if len(tables) > 1
+                      else np.full(stack.shape[1:], np.nan))
+        ratios = pd.DataFrame(mean, index=t0.ratios.index, columns=t0.ratios.columns)
         ratios_se = pd.DataFrame(spread, index=t0.ratios.index, columns=t0.ratios.columns)
         M_window = pd.DataFrame(np.mean([t.M_window.to_numpy(float) for t in tables], axis=0),
                                 index=t0.M_window.index, columns=t0.M_window.columns)

@@ -200,19 +200,17 @@ def tost(diff, se, df, margin, alpha: float = 0.05) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore"):
         half = np.where(se == 0, 0.0, q * se)
     low, high = diff - half, diff + half
-    p = np.full(diff.shape, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         t_low = (diff + margin) / se  # H0: diff ≤ −margin
         t_high = (diff - margin) / se  # H0: diff ≥ +margin
-    for i in range(diff.size):
-        if not (np.isfinite(diff.flat[i]) and np.isfinite(margin.flat[i])) or np.isnan(se.flat[i]):
-            continue
-        if se.flat[i] == 0:
-            p.flat[i] = 0.0 if abs(diff.flat[i]) < margin.flat[i] else 1.0
-            continue
-        d = df.flat[i]
-        dist = stats.norm if np.isinf(d) else stats.t(d)
-        p.flat[i] = max(dist.sf(t_low.flat[i]), dist.cdf(t_high.flat[i]))
+        finite_df = np.where(np.isfinite(df) & (df > 0), df, 1.0)
+        p_low = np.where(np.isinf(df), stats.norm.sf(t_low), stats.t.sf(t_low, finite_df))
+        p_high = np.where(np.isinf(df), stats.norm.cdf(t_high), stats.t.cdf(t_high, finite_df))
+    p = np.maximum(p_low, p_high)
+    exact = se == 0
+    p = np.where(exact, np.where(np.abs(diff) < margin, 0.0, 1.0), p)
+    bad = ~(np.isfinite(diff) & np.isfinite(margin)) | np.isnan(se) | (~exact & ~np.isinf(df) & ~(df > 0))
+    p = np.where(bad, np.nan, p)
     equivalent = np.isfinite(low) & np.isfinite(high) & (low > -margin) & (high < margin)
     return {"low": low, "high": high, "p": p, "equivalent": equivalent}
 
