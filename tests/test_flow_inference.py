@@ -344,3 +344,42 @@ def test_profile_likelihood_interval_of_gamma():
     fit = fit_critical_exponent(d20, np.clip(step, 0, 100))
     p = fit.profile(n_grid=25)
     assert p.kind == "upper bound" and "ONE-SIDED" in p.describe() and "ONE-SIDED" in fit.to_markdown()
+
+
+# --------------------------------------------------------------------------- every report shows the null models
+
+
+def test_reports_show_null_models_for_real_runs(tmp_path, capsys):
+    """Two tiny real seeds: the run summary keeps both controls in flow.json; the CLI report, its plots and the
+    flow card show trained λ, θ_k and θ_0 controls, the init-scale null and the training effect."""
+    from utils import make_trainer
+
+    from lottery_rg.cli import flow_main
+
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"seed{seed}"
+        make_trainer(out, {"levels": 2, "rewind_steps": 1}, train_samples=64, seed=seed).run_imp()
+        runs.append(str(out))
+    summary = (tmp_path / "seed0" / "summary.md").read_text()
+    assert "init-scale null" in summary and "θ_k control" in summary and "Σ M·λ" in summary
+    flow = IMPFlow.from_run_dir(runs[0])
+    assert set(flow.controls) == {"rewind", "init"} and flow.control("init").level_numbers == flow.level_numbers
+    assert IMPFlow.load(tmp_path / "seed0" / "flow.json").control("rewind") is not None  # saved with the flow
+
+    capsys.readouterr()
+    assert flow_main([*runs, "--granularity", "stage", "--plots", str(tmp_path / "png"),
+                      "--report-table", str(tmp_path / "report.csv")]) == 0
+    out = capsys.readouterr().out
+    for text in ("λ θ_k control", "λ θ_0 control", "λ init-scale null", "training effect (trained − null)",
+                 "Verdict (trained vs init-scale null)", "Σ M·λ", "pooled over 2 seeds"):
+        assert text in out, text
+    assert {"lambda_rewind", "lambda_init", "lambda_null", "effect", "verdict"} <= set(
+        __import__("pandas").read_csv(tmp_path / "report.csv").columns)
+    assert (tmp_path / "png" / "lambda_vs_level_stage.png").is_file()
+
+    card = tmp_path / "card"
+    flow.save_pretrained(card)
+    text = (card / "README.md").read_text()
+    assert "## Null models (per block)" in text and "λ θ_0 control" in text and "λ init-scale null" in text
+    assert (card / "lambda_vs_level_block.png").is_file()
