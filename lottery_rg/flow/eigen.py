@@ -763,7 +763,8 @@ def compare_stages(ta: EigenvalueTable, tb: EigenvalueTable, labels, exclude_ent
         verdict = "no residual blocks to compare (after excluding the entry blocks)"
     elif summary["same_counts"]:
         verdict = ("same numbers of relevant / marginal / irrelevant blocks in every stage: a ticket transformed "
-                   "between the two (E-LTH) is predicted to transfer")
+                   "between the two (E-LTH) is predicted to transfer (a comparison of class counts between depths; "
+                   "the eigenvalues themselves are compared, with three answers, only between equal units)")
     elif summary["same_classes"]:
         verdict = ("the same classes occur in every stage but in different numbers (" + "; ".join(details)
                    + "); a transformed ticket is predicted to transfer when the transformation reproduces the "
