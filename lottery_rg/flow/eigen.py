@@ -334,6 +334,13 @@ def eigenvalue_table(M: pd.DataFrame, units, used: Sequence[int], *, granularity
     )
 
     rule = _rule(rule)
+    if exact and isinstance(rule, ClassRule):
+        # a closed form has (almost) no spread over the levels: |λ − 1| within the equivalence floor is marginal
+        from dataclasses import replace
+
+        from .uncertainty import MARGIN_FLOOR
+
+        rule = replace(rule, min_std=max(rule.min_std, MARGIN_FLOOR))
     n_boot = N_BOOT if n_boot is None else int(n_boot)
     boot_seed = BOOTSTRAP_SEED if boot_seed is None else int(boot_seed)
     used = list(used)

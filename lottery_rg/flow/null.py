@@ -14,8 +14,8 @@ for n_t weights drawn from a law with survival function S_t(τ) = P(|w| > τ) th
 number kept is n_t · S_t(τ_n), and τ_n solves Σ_t n_t S_t(τ_n) = (surviving weights at level n)
 — the densities of the flow it is the null of. Laws: ``normal`` (S(τ) = erfc(τ / (σ√2))) and
 ``uniform`` on [−b, b] (S(τ) = 1 − τ/b). No data, no training, no sampling error; the
-per-tensor law and scale come from a fresh initialisation of the architecture the flow
-records (:func:`init_laws_from_architecture`, seed 0) or from given weights
+per-tensor law and scale come from fresh initialisations of the architecture the flow
+records (:func:`init_laws_from_architecture`: several draws, moments averaged) or from given weights
 (:func:`init_laws`). Layer-wise pruning keeps the same fraction of every tensor whatever the
 weights are, so its null is the flow's own counts.
 
@@ -74,6 +74,25 @@ class InitLaw:
         return {"law": self.law, "scale": self.scale}
 
 
+def _moments(w) -> tuple[float, float, int]:
+    """(mean of w², excess kurtosis about the mean, size) of one tensor."""
+    x = np.asarray(w.detach().float().cpu().numpy() if hasattr(w, "detach") else w, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise ValueError("a tensor without elements has no initial law")
+    m2 = float(np.mean(x * x))
+    z = x - x.mean()
+    var = float(np.mean(z * z))
+    kurt = float(np.mean(z ** 4)) / var ** 2 - 3.0 if var > 0 else 0.0
+    return m2, kurt, int(x.size)
+
+
+def _law(m2: float, kurt: float, size: int) -> InitLaw:
+    rms = math.sqrt(m2)
+    if rms == 0 or size < 8:
+        return InitLaw("normal", rms)
+    return InitLaw("uniform", math.sqrt(3.0) * rms) if kurt < _UNIFORM_KURTOSIS else InitLaw("normal", rms)
+
+
 def init_laws(weights: Mapping) -> dict[str, InitLaw]:
     """The law of each tensor in ``weights`` (name -> tensor or array): RMS scale, normal or uniform by kurtosis.
 
@@ -83,26 +102,23 @@ def init_laws(weights: Mapping) -> dict[str, InitLaw]:
     """
     laws = {}
     for name, w in weights.items():
-        x = np.asarray(w.detach().float().cpu().numpy() if hasattr(w, "detach") else w, dtype=np.float64).ravel()
-        if x.size == 0:
-            raise ValueError(f"{name!r} has no elements")
-        rms = float(np.sqrt(np.mean(x * x)))
-        if rms == 0 or x.size < 8:
-            laws[name] = InitLaw("normal", rms)
-            continue
-        z = x - x.mean()
-        var = float(np.mean(z * z))
-        kurt = float(np.mean(z ** 4)) / var ** 2 - 3.0 if var > 0 else 0.0
-        laws[name] = InitLaw("uniform", math.sqrt(3.0) * rms) if kurt < _UNIFORM_KURTOSIS else InitLaw("normal", rms)
+        try:
+            laws[name] = _law(*_moments(w))
+        except ValueError:
+            raise ValueError(f"{name!r} has no elements") from None
     return laws
 
 
-def init_laws_from_architecture(model_info: Mapping, tensors, seed: int = 0) -> dict[str, InitLaw]:
-    """The laws of ``tensors`` in a fresh, untrained build of the architecture ``model_info`` describes.
+def init_laws_from_architecture(model_info: Mapping, tensors, seed: int = 0,
+                                draws: int | None = None) -> dict[str, InitLaw]:
+    """The laws of ``tensors`` in fresh, untrained builds of the architecture ``model_info`` describes.
 
     ``model_info`` is a flow's ``model`` (``family`` plus the family's architecture
-    description); the model is built on the CPU under ``torch.manual_seed(seed)``, its
-    weights are only measured.
+    description); the model is built on the CPU ``draws`` times (seeds ``seed``, ``seed + 1``,
+    …) and each tensor's second moment and kurtosis are averaged over the draws, so that
+    tensors with the same initialiser get the same law up to a small sampling error. By
+    default (``draws=None``) enough draws for about 2·10⁶ values of the smallest tensor, at
+    least 4 and at most 64, and no more than 10⁸ weights built in all.
     """
     import torch
 
@@ -112,14 +128,28 @@ def init_laws_from_architecture(model_info: Mapping, tensors, seed: int = 0) -> 
     if not family:
         raise ValueError("the flow records no model family, so its initialisation cannot be rebuilt; "
                          "pass laws= (init_laws(weights)) instead")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        model = get_family(family).build(dict(model_info))
-    params = dict(model.named_parameters())
-    missing = [t for t in tensors if t not in params]
-    if missing:
-        raise ValueError(f"a fresh {model_info.get('architecture', family)} has no parameters {missing[:5]}")
-    return init_laws({t: params[t] for t in tensors})
+    sums: dict[str, list[float]] = {}
+    k, n_draws = 0, draws
+    while n_draws is None or k < max(int(n_draws), 1):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed) + k)
+            model = get_family(family).build(dict(model_info))
+        params = dict(model.named_parameters())
+        missing = [t for t in tensors if t not in params]
+        if missing:
+            raise ValueError(f"a fresh {model_info.get('architecture', family)} has no parameters {missing[:5]}")
+        if n_draws is None:
+            smallest = min(params[t].numel() for t in tensors)
+            total = sum(p.numel() for p in params.values())
+            n_draws = int(min(64, max(4, math.ceil(2e6 / smallest)), max(1, 1e8 // total)))
+        for t in tensors:
+            m2, kurt, size = _moments(params[t])
+            acc = sums.setdefault(t, [0.0, 0.0, size])
+            acc[0] += m2
+            acc[1] += kurt
+        del model, params
+        k += 1
+    return {t: _law(a[0] / k, a[1] / k, int(a[2])) for t, a in sums.items()}
 
 
 def _solve_threshold(sizes: np.ndarray, laws: list[InitLaw], target: float) -> float:
@@ -147,7 +177,7 @@ class InitScaleNull:
     Its eigenvalue tables are exact (``se`` = 0).
     """
 
-    def __init__(self, flow, laws: Mapping[str, InitLaw] | None = None, *, seed: int = 0,
+    def __init__(self, flow, laws: Mapping[str, InitLaw] | None = None, *, seed: int = 0, draws: int | None = None,
                  source: str | None = None):
         base = flow.flows[0] if hasattr(flow, "flows") else flow
         if not (hasattr(base, "surviving") and hasattr(base, "tensors") and hasattr(base, "_normalized_units")):
@@ -156,8 +186,9 @@ class InitScaleNull:
             raise ValueError("the flow has no levels yet")
         self.template = base
         if laws is None:
-            laws = init_laws_from_architecture(base.model, list(base.tensors), seed=seed)
-            source = source or f"a fresh initialisation of {base.model.get('architecture', 'the model')} (seed {seed})"
+            laws = init_laws_from_architecture(base.model, list(base.tensors), seed=seed, draws=draws)
+            arch = base.model.get("architecture", "the model")
+            source = source or f"fresh initialisations of {arch} from seed {seed}, scales and laws averaged"
         missing = [t for t in base.tensors if t not in laws]
         if missing:
             raise ValueError(f"no initial law for the prunable tensors {missing[:5]}")
@@ -237,6 +268,7 @@ class InitScaleNull:
                               "numel": self.tensors[t]} for t, law in self.laws.items()]).set_index("tensor")
 
 
-def init_scale_null(flow, laws: Mapping[str, InitLaw] | None = None, *, seed: int = 0) -> InitScaleNull:
+def init_scale_null(flow, laws: Mapping[str, InitLaw] | None = None, *, seed: int = 0,
+                    draws: int | None = None) -> InitScaleNull:
     """The closed-form init-scale null of ``flow`` (an IMPFlow or a FlowPool); see :class:`InitScaleNull`."""
-    return InitScaleNull(flow, laws, seed=seed)
+    return InitScaleNull(flow, laws, seed=seed, draws=draws)
