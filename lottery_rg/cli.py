@@ -235,6 +235,8 @@ def _flow_plots(args, flows, subject, shown, other, fit) -> None:
                                                             labels=[str(r) for r in args.run]))
     except ValueError as e:
         print(f"error-vs-density plot skipped: {e}", file=sys.stderr)
+    if fit is not None:
+        written.append(flow_plots.plot_gamma_profile(fit.profile(), out / "gamma_profile.png"))
     print()
     for w in written:
         print(f"wrote {w}")

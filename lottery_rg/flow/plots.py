@@ -22,7 +22,7 @@ from ..plotting import density_axis, log_axis, plot_metric_vs_density, save_figu
 from .eigen import CLASSES, UNDETERMINED, EigenvalueTable
 
 __all__ = ["CLASS_COLORS", "plot_flow_projection", "plot_eigenvalues", "plot_error_vs_density", "plot_M_vs_level",
-           "plot_lambda_vs_level", "write_plots", "flow_granularities"]
+           "plot_lambda_vs_level", "plot_gamma_profile", "write_plots", "flow_granularities"]
 
 CLASS_COLORS = {"relevant": "tab:red", "marginal": "tab:cyan", "irrelevant": "tab:green", UNDETERMINED: "tab:gray"}
 _MARKERS = ("^", "o", "*", "s", "D", "v", "P", "X")
@@ -262,6 +262,31 @@ def plot_error_vs_density(points_or_flows, fit=None, path=None, *, metric: str =
             f" ({next(iter(prof.values())).kind}, profile likelihood)"
     ax.set_title(title or "Error versus density", fontsize=9 if prof else None)
     ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7 if len(runs) > 3 else 8, loc="upper left")
+    return save_figure(fig, path)
+
+
+def plot_gamma_profile(profile, path=None, *, title: str | None = None):
+    """The profile deviance of γ (Eq. 14) with the χ² threshold: the interval is where the curve lies below it.
+
+    ``profile`` is a :class:`~lottery_rg.flow.scaling.GammaProfile` (``fit.profile()``).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.add_subplot()
+    g, dev = np.asarray(profile.gamma), np.asarray(profile.deviance)
+    ax.plot(g, dev, marker="o", markersize=3, color="C0", label="profile deviance n·ln(RSS(γ)/RSS_min)")
+    ax.axhline(profile.threshold, color="C3", ls="--", lw=1,
+               label=f"χ²₁ {100 * profile.level:.0f} % = {profile.threshold:.2f}")
+    for end in (profile.low, profile.high):
+        if np.isfinite(end):
+            ax.axvline(end, color="0.4", ls=":", lw=1)
+    ax.set_xlabel("γ")
+    ax.set_ylabel("deviance")
+    ax.set_ylim(bottom=-0.05 * max(profile.threshold, 1.0), top=min(np.nanmax(dev), 10 * profile.threshold) * 1.05)
+    ax.set_title(title or profile.describe().split(" (")[0] + f" — {profile.kind}", fontsize=9)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
 
