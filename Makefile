@@ -30,6 +30,7 @@ install: $(STAMP)
 FLOOR_VENV ?= .venv-floor
 FLOOR_PY := $(FLOOR_VENV)/bin/python
 FLOOR_STAMP := $(FLOOR_VENV)/.installed
+FLOOR_RUN ?= runs/floor-main-job
 
 $(FLOOR_STAMP): setup.cfg pyproject.toml .ci/floors.py
 	$(PYTHON) -m venv $(FLOOR_VENV)
@@ -62,10 +63,10 @@ test-slow: install
 # the fast suite, then a 2-level main job with checkpoints (each level saved mid-way and resumed from), at the floors
 test-floor: install-floor
 	$(FLOOR_VENV)/bin/pytest -q -m "not slow" -p no:cacheprovider
-	rm -rf runs/floor-main-job
+	rm -rf $(FLOOR_RUN)
 	OMP_NUM_THREADS=$(NPROC) $(FLOOR_PY) examples/run_imp.py examples/configs/resnet20_digits.json --levels 2 \
-		--num_train_epochs 2 --save_steps 20 --output_dir runs/floor-main-job
-	$(FLOOR_PY) -c "from lottery_rg import RunDir; r = RunDir('runs/floor-main-job'); \
+		--num_train_epochs 2 --save_steps 20 --output_dir $(FLOOR_RUN)
+	$(FLOOR_PY) -c "from lottery_rg import RunDir; r = RunDir('$(FLOOR_RUN)'); \
 		assert all(r.is_complete(n) for n in (0, 1, 2)), 'the floor main job did not complete its levels'"
 	$(FLOOR_VENV)/bin/pytest -q -p no:cacheprovider tests/test_gpu_check.py  # benchmarks/gpu_check.sh, CPU dry run
 

@@ -15,7 +15,7 @@ SECTIONS = ("pytest", "imp_resume", "step_ratio", "global_prune", "imp_throughpu
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     """Through ``gpu_check.sh`` (its install step, then gpu_check.py) with this environment's Python: the floor
     environment runs it too, at the GPU image's transformers 5.17 and accelerate 1.15."""
-    env = {**subprocess_env(), "PYTHON": PYTHON, "OUT": str(tmp_path)}
+    env = {**subprocess_env(), "PYTHON": PYTHON, "OUT": str(tmp_path), "GPU_CHECK_TIMEOUT": "880"}
     p = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--quick"], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=900)
     assert "MISSING" not in (tmp_path / "install.log").read_text()
