@@ -21,7 +21,6 @@ the Hub before (the script exits with status 3 while something is not pushed).
 """
 
 import logging
-import shlex
 import sys
 
 from lottery_rg import imports_without_collection
@@ -33,6 +32,7 @@ with imports_without_collection(freeze=True):
     from transformers import TrainingArguments
 
     from lottery_rg import LotteryArguments, LotteryTrainer
+    from lottery_rg.redact import RedactingFilter, redact_command
     from lottery_rg.tasks import prepare_task
     from lottery_rg.training.arguments import DataArguments, ModelArguments
     from lottery_rg.training.arguments import parse_args as parse_args_into
@@ -50,6 +50,7 @@ def setup_logging() -> None:
     request. The level lines on stdout come from the main process only."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    handler.addFilter(RedactingFilter())  # a --hub_token (or HF_TOKEN) never reaches a log
     library = logging.getLogger("lottery_rg")
     library.handlers[:] = [handler]
     library.setLevel(logging.INFO)
@@ -67,7 +68,8 @@ def main(argv=None):
     setup = prepare_task(model_args, data_args, seed=training_args.seed)
     world = training_args.world_size
     launcher = f"accelerate launch --num_processes {world}" if world > 1 else "python"  # one process: no launcher
-    info = {**setup.info, "command": " ".join([launcher, *map(shlex.quote, sys.argv)])}
+    # recorded with the run and the ticket: secret-named flags (--hub_token) are recorded as ***
+    info = {**setup.info, "command": f"{launcher} {redact_command(sys.argv)}"}
     trainer = LotteryTrainer(args=training_args, lottery_args=lottery_args, run_info=info, **setup.trainer_kwargs())
     result = trainer.run_imp()  # with --push_to_hub, also pushes the ticket (and with --push_levels every level)
     failed = getattr(trainer, "push_failures", [])

@@ -197,6 +197,8 @@ def test_a_heap_the_program_froze_stays_frozen(tmp_path):
     try:
         frozen = gc.get_freeze_count()
         trainer.run_imp()
-        assert gc.get_freeze_count() >= frozen
+        # gc.unfreeze() would empty the permanent generation; a frozen object a library frees while the run goes
+        # on (a cache it clears: transformers 5.17 frees ~100) only leaves it
+        assert gc.get_freeze_count() >= 0.99 * frozen
     finally:
         gc.unfreeze()

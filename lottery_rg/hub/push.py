@@ -14,6 +14,7 @@ import copy
 import datetime
 
 from ..io import read_json, write_json
+from ..redact import redact, remember
 from ..run import RunDir
 
 __all__ = ["own_training_args", "check_push_access", "PushLedger", "push_summary", "LEDGER_NAME"]
@@ -22,21 +23,31 @@ LEDGER_NAME = RunDir(".").hub_pushes.name
 
 
 def own_training_args(args, *, timm_model: bool):
-    """A copy of ``args`` for LotteryTrainer and whether tickets are to be pushed.
+    """A copy of ``args`` for LotteryTrainer, whether tickets are to be pushed, and the Hub token.
 
-    The copy has ``push_to_hub=False`` (tickets, not Trainer checkpoint folders, go to the Hub) and, for timm
-    models left at the default, ``ddp_find_unused_parameters=False`` (every parameter of a timm ResNet takes part
-    in the loss: DDP need not search for unused ones, and warns when asked to).
+    The copy has ``push_to_hub=False`` (tickets, not Trainer checkpoint folders, go to the Hub) and no
+    ``hub_token``: the Trainer pickles its arguments into every checkpoint (``training_args.bin``) and shows them
+    to TensorBoard, so the token is handed back separately and remembered as a secret (:mod:`lottery_rg.redact`).
+    For timm models the copy has ``remove_unused_columns=False`` (a timm model's ``forward(x)`` names no data-set
+    column; the image transform makes ``pixel_values`` and ``labels`` from the raw columns) and, left at the
+    default, ``ddp_find_unused_parameters=False`` (every parameter of a timm ResNet takes part in the loss: DDP
+    need not search for unused ones, and warns when asked to).
     """
     if args is None:
-        return None, False
+        return None, False, None
     push = bool(getattr(args, "push_to_hub", False))
     args = copy.copy(args)
     if push:
         args.push_to_hub = False
-    if timm_model and getattr(args, "ddp_find_unused_parameters", False) is None:
-        args.ddp_find_unused_parameters = False
-    return args, push
+    token = getattr(args, "hub_token", None)
+    if token is not None:
+        remember(token)
+        args.hub_token = None
+    if timm_model:
+        args.remove_unused_columns = False
+        if getattr(args, "ddp_find_unused_parameters", False) is None:
+            args.ddp_find_unused_parameters = False
+    return args, push, token
 
 
 def check_push_access(repo_id: str, *, token=None, private: bool | None = None) -> None:
@@ -87,8 +98,8 @@ class PushLedger:
         repos = data.setdefault("repos", {})
         repos.setdefault(self.repo_id, {})[target] = {
             "level": int(level), "commit": commit,
-            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        write_json(self.path, data)
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+        write_json(self.path, redact(data))
 
 
 def push_summary(ledger: PushLedger, failed: list[str]) -> str:

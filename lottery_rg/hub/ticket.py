@@ -33,6 +33,7 @@ from ..models.families import family_of, get_family
 from ..pruning.callbacks import MaskCallback, keep_masked
 from ..pruning.masks import Mask, MaskEnforcer, check_mask, load_mask, mask_density, save_mask, surviving
 from ..pruning.settings import LotterySettings
+from ..redact import redact_run_info
 from ..run import LotteryResult, RunDir
 from ..version import __version__
 from .cards import TICKET_TAGS, ticket_card
@@ -239,7 +240,7 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             "model_weights": "trained" if self.trained_weights() is not None else "rewind",
             **arch, "level": self.level, "density": self.density,
             "surviving": sum(counts.values()), "prunable_total": sum(m.numel() for m in self.mask.values()),
-            "prunable": list(self.mask), "lottery": self.lottery, "info": self.info,
+            "prunable": list(self.mask), "lottery": self.lottery, "info": redact_run_info(self.info),
         }
 
     def generate_model_card(self, *args, repo_id: str | None = None, plots: list[str] | None = None,

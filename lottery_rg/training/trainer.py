@@ -31,7 +31,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, set_seed
@@ -63,10 +62,13 @@ from ..pruning.masks import (
     save_mask,
     surviving,
 )
+from ..redact import redact, redact_command, redact_run_info, without_secrets
 from ..report import write_run_summary
 from ..run import LotteryResult, RunDir, RunLockedError
 from ..version import __version__
 from .arguments import LotteryArguments
+from .calibration import calibration_batches
+from .level_loss import LOSS_FILE, LevelLoss  # noqa: F401  (LOSS_FILE: where a checkpoint keeps the level's loss)
 
 __all__ = ["LotteryTrainer", "last_complete_checkpoint", "FREE_TRAINING_ARGUMENTS"]
 
@@ -85,8 +87,8 @@ FREE_TRAINING_ARGUMENTS = frozenset({
     "dataloader_prefetch_factor", "ddp_timeout", "ddp_find_unused_parameters", "skip_memory_metrics",
     "resume_from_checkpoint", "do_train", "do_eval", "do_predict", "include_num_input_tokens_seen", "debug",
     "local_rank", "torch_empty_cache_steps", "restore_callback_states_from_checkpoint", "enable_jit_checkpoint",
+    "remove_unused_columns",  # which data-set columns reach the collator: a column the model cannot take fails
 })
-LOSS_FILE = "lottery_rg_loss.json"  # in a Trainer checkpoint: the training loss summed since the level began
 
 
 def last_complete_checkpoint(work: str | os.PathLike) -> Path | None:
@@ -150,15 +152,16 @@ class LotteryTrainer(Trainer):
             raise ValueError("LotteryTrainer needs a model")
         self.lottery_args = lottery_args or LotteryArguments()
         self.settings = self.lottery_args.settings()  # the typed settings every level shares
-        self.run_info = dict(run_info or {})  # provenance for model cards: data set, base model, command
+        # provenance for model cards (data set, base model, command), secrets redacted before anything records it
+        self.run_info = redact_run_info(run_info)
         self.family = family_of(model)
         self.prunable = prunable_parameters(model, self.settings.prune_include, self.settings.prune_exclude)
         # tickets, not Trainer checkpoints, go to the Hub: the Trainer gets a copy of the arguments that never pushes
         # checkpoint folders (the caller's object is left as it is); token and repository are checked now, before
         # any training
-        args, self.push_tickets = own_training_args(args, timm_model=self.family.library == "timm")
+        args, self.push_tickets, self._hub_token = own_training_args(args, timm_model=self.family.library == "timm")
         if self.push_tickets:
-            check_push_access(args.hub_model_id or Path(args.output_dir).name, token=args.hub_token,
+            check_push_access(args.hub_model_id or Path(args.output_dir).name, token=self._hub_token,
                               private=args.hub_private_repo)
         super().__init__(model=model, args=args, **kwargs)
         _refuse_unsupported_parallelism(self.args)
@@ -172,7 +175,6 @@ class LotteryTrainer(Trainer):
         self._is_hf_model = self.family.library == "transformers"
         if not self._is_hf_model:  # timm models take pixel_values and return logits
             self.label_names = ["labels"]
-            self._signature_columns = ["image", "label", "pixel_values", "labels"]
         self.initial_mask = None
         if mask is not None:  # start from a ticket: level 0 trains (and plain train() keeps) this mask
             check_mask(mask, self.model, source="the mask given to LotteryTrainer")
@@ -183,6 +185,8 @@ class LotteryTrainer(Trainer):
         self.mask_callback = MaskCallback(self.model, self.mask)
         self.add_callback(self.mask_callback)
         self.add_callback(_RewindCapture(self))
+        self.level_loss = LevelLoss(self)  # the whole level's training loss, across interruptions
+        self.add_callback(self.level_loss)
         self.run = RunDir(self.args.output_dir)  # levels point args.output_dir at their checkpoints
         self._route_tracker_files()
         self.current_level: int | None = None
@@ -198,6 +202,15 @@ class LotteryTrainer(Trainer):
         logits = model(inputs["pixel_values"])
         loss = F.cross_entropy(logits, inputs["labels"])
         return (loss, {"logits": logits}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.level_loss.add(loss)
+        return loss
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        """``Trainer.log`` with secrets redacted from every text value (TensorBoard text, ``log_history``)."""
+        return super().log(redact(logs), *args, **kwargs)
 
     def evaluate(self, *args, **kwargs) -> dict:
         """``Trainer.evaluate``, plus perplexity for masked-language models."""
@@ -345,21 +358,9 @@ class LotteryTrainer(Trainer):
 
     def calibration_batches(self, n: int):
         """``n`` training batches in a fixed order, the same on every process (no sharding)."""
-        import datasets
-        from torch.utils.data import DataLoader, RandomSampler
-
-        dataset, collator = self.train_dataset, self.data_collator
-        if isinstance(dataset, datasets.Dataset):
-            dataset = self._remove_unused_columns(dataset, description="training")
-        else:
-            collator = self._get_collator_with_removed_columns(collator, description="training")
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(0))
-        loader = DataLoader(dataset, batch_size=self.args.per_device_train_batch_size, sampler=sampler,
-                            collate_fn=collator)
-        for i, batch in enumerate(loader):
-            if i >= n:
-                break
-            yield self._prepare_inputs(batch)
+        return calibration_batches(self.train_dataset, self.data_collator, self.args.per_device_train_batch_size, n,
+                                   device=self.args.device, model=self.model, label_names=self.label_names or (),
+                                   remove_unused_columns=self.args.remove_unused_columns)
 
     # ------------------------------------------------------------------ the Hub
     def hub_repo_id(self) -> str:
@@ -400,7 +401,7 @@ class LotteryTrainer(Trainer):
             target = br or "main"
             try:
                 ticket = LotteryTicket.from_run(self.run_dir, lv, tokenizer=self._tokenizer())
-                url = ticket.push_to_hub(repo, branch=br, token=token or self.args.hub_token,
+                url = ticket.push_to_hub(repo, branch=br, token=token or self._hub_token,
                                          private=self.args.hub_private_repo if private is None else private,
                                          commit_message=commit_message)
             except Exception as e:  # noqa: BLE001  (a network or Hub error must not cost the training results)
@@ -547,30 +548,16 @@ class LotteryTrainer(Trainer):
         # accelerate seeds the data order from torch's initial seed when the dataloader is built: every level
         # (fresh or resumed) sees the same data order, and a resumed level the order it was interrupted in
         set_seed(seed)
-        self._loss_carry = _loss_carry(last)
+        # the level's own loss account (training_step adds, checkpoints carry it): a resumed level reports the
+        # loss of the whole level
+        self.level_loss.begin(last, level_start=self._lr_offset)
         try:
             out = self.train(resume_from_checkpoint=resume)
+            loss = self.level_loss.mean(self.state)
         finally:
+            self.level_loss.stop()
             self.args.output_dir = str(root)
-        carry_sum, carry_steps = self._loss_carry
-        self._loss_carry = None
-        if carry_steps:  # resumed mid-way: the Trainer's loss covers only the steps since the checkpoint
-            steps = self.state.global_step - self._initial_global_step
-            loss = (carry_sum + out.training_loss * steps) / (carry_steps + steps)
-            out = out._replace(training_loss=loss)
-        return out
-
-    def _save_checkpoint(self, model, trial):
-        """Also record the training loss summed since the level began, so a resumed level reports the loss of
-        the whole level (written before the Trainer's files: a checkpoint is complete only with both)."""
-        carry = getattr(self, "_loss_carry", None)
-        if carry is not None and self.is_world_process_zero():
-            ckpt = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            ckpt.mkdir(parents=True, exist_ok=True)
-            so_far = self._total_loss_scalar + float(self._tr_loss.item())
-            write_json(ckpt / LOSS_FILE, {"step": self.state.global_step, "loss_sum": carry[0] + so_far,
-                                          "steps": carry[1] + self.state.global_step - self._initial_global_step})
-        return super()._save_checkpoint(model, trial)
+        return out._replace(training_loss=loss)
 
     def _mask_for_level(self, level: int) -> Mask:
         if level == 0:
@@ -635,11 +622,11 @@ class LotteryTrainer(Trainer):
         """Every setting that changes what a level computes, by the flag that sets it (see the README)."""
         training = {k: v for k, v in self.args.to_dict().items() if k not in FREE_TRAINING_ARGUMENTS}
         arguments = self.run_info.get("arguments") or {}
-        return {"training": training, "processes": {"world_size": self.args.world_size},
-                **{k: dict(v) for k, v in arguments.items()}}
+        return without_secrets({"training": training, "processes": {"world_size": self.args.world_size},
+                                **{k: dict(v) for k, v in arguments.items()}})
 
     def run_config(self, total_steps: int) -> dict:
-        return {
+        return redact({
             "lottery_rg_version": __version__,
             "model": {"family": self.family.name, **self.family.architecture(self.model)},
             "lottery": self.settings.to_dict(),
@@ -651,7 +638,7 @@ class LotteryTrainer(Trainer):
             "training": {"steps_per_level": total_steps, "seed": self.args.seed,
                          "learning_rate": self.args.learning_rate, "optim": str(self.args.optim),
                          "train_batch_size": self.args.per_device_train_batch_size * max(1, self.args.world_size)},
-        }
+        })
 
     def _check_or_write_run_config(self, total_steps: int) -> None:
         root, path = self.run_dir, self.run.config
@@ -671,7 +658,7 @@ class LotteryTrainer(Trainer):
                 diff = _describe_difference({k: old_data[k] for k in shared}, {k: new_data[k] for k in shared})
                 raise ValueError(f"{root} holds a lottery run on other data ({diff}); use another --output_dir "
                                  f"or delete that one")
-            changed = _changed_settings(old.get("settings"), new["settings"])
+            changed = _changed_settings(without_secrets(old.get("settings")), new["settings"])
             if changed:
                 raise ValueError(f"{root} holds a run made with other settings, and a run's settings cannot change "
                                  f"between invocations (the levels would mix two experiments):\n  "
@@ -706,9 +693,7 @@ class LotteryTrainer(Trainer):
 
 
 def _command_line() -> str:
-    import shlex
-
-    return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+    return redact_command(["python", *sys.argv])
 
 
 def _gather_digests(digest: str) -> list[str]:
@@ -744,14 +729,6 @@ def _changed_settings(old: dict | None, new: dict) -> list[str]:
                 name = "number of processes" if group == "processes" else f"--{key}"
                 lines.append(f"{name}: {a.get(key)!r} recorded, {b.get(key)!r} now")
     return lines
-
-
-def _loss_carry(checkpoint: Path | None) -> tuple[float, int]:
-    """(loss summed since the level began, steps) at ``checkpoint``; (0, 0) for a level that starts now."""
-    if checkpoint is None or not (checkpoint / LOSS_FILE).is_file():
-        return 0.0, 0
-    data = read_json(checkpoint / LOSS_FILE)
-    return float(data["loss_sum"]), int(data["steps"])
 
 
 @contextlib.contextmanager
