@@ -2,6 +2,7 @@
 #   make demo   — install everything, then find tickets for ResNet-20 on the embedded digits (≈ 2 min on 2 CPU cores, after the install)
 #   make test   — install everything, then run the test suite (fast tests)
 #   make test-slow — the end-to-end tests (kill -9 resume, two-process accelerate launch, full demos)
+#   make docs   — install the docs tools, then build the documentation site into site/ (mkdocs --strict)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ NPROC := $(shell nproc 2>/dev/null || echo 1)
 HALF := $(shell n=$$(( $(NPROC) / 2 )); [ $$n -ge 1 ] && echo $$n || echo 1)
 ACCELERATE := $(VENV)/bin/accelerate launch --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: install demo demo-2proc demo-mlm demo-elastic test test-slow test-all lint bench clean
+.PHONY: install demo demo-2proc demo-mlm demo-elastic test test-slow test-all lint bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +48,16 @@ bench: install
 	$(PY) benchmarks/bench_mask_step.py
 	$(PY) benchmarks/bench_global_prune.py
 
+# the site: broken links, missing anchors and API objects that cannot be found fail the build (--strict)
+$(VENV)/.docs-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache
 
 demo-mlm: install
 	OMP_NUM_THREADS=$(NPROC) $(PY) examples/run_imp.py examples/configs/bert_pydocs.json
