@@ -3,6 +3,7 @@
 #   make test   — install everything, then run the test suite (fast tests)
 #   make test-slow — the end-to-end tests (kill -9 resume, two-process accelerate launch, full demos)
 #   make test-floor — the fast tests and a 2-level main job at the oldest versions setup.cfg claims (.venv-floor)
+#   make docs   — install the docs tools, then build the documentation site into site/ (mkdocs --strict)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ HALF := $(shell n=$$(( $(NPROC) / 2 )); [ $$n -ge 1 ] && echo $$n || echo 1)
 ACCELERATE := $(VENV)/bin/accelerate launch --num_machines 1 --mixed_precision no --dynamo_backend no
 
 .PHONY: install install-floor demo demo-2proc demo-mlm demo-elastic test test-slow test-all test-floor lint lint-floor \
-	bench clean
+	bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,8 +81,16 @@ bench: install
 	$(PY) benchmarks/bench_mask_step.py
 	$(PY) benchmarks/bench_global_prune.py
 
+# the site: broken links, missing anchors and API objects that cannot be found fail the build (--strict)
+$(VENV)/.docs-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(FLOOR_VENV) runs site .pytest_cache
 
 demo-mlm: install
 	OMP_NUM_THREADS=$(NPROC) $(PY) examples/run_imp.py examples/configs/bert_pydocs.json
