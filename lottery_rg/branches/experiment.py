@@ -1,4 +1,4 @@
-"""The elastic experiment: move IMP tickets between depths and judge them against baselines (E-LTH, SCIENCE §4).
+"""The elastic experiment: move IMP tickets between depths and judge them against baselines (Chen et al. 2021).
 
 For every seed: find tickets by IMP on the source depth (or reuse a run), run IMP on each
 target as the reference, transform the source tickets of the chosen levels to every target
@@ -302,5 +302,5 @@ def write_report(out: Path, ea: ElasticArguments) -> str:
     df.drop(columns=["mapping"]).to_csv(out / "results.csv", index=False)
     text = summarize(df, out, n_targets=len(ea.targets))
     atomic_write_text(out / "summary.md", text + "\n")
-    print(text)
+    logger.info("%s", text)
     return text
