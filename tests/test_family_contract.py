@@ -61,6 +61,8 @@ class Case:
 CASES = [
     Case("resnet", lambda: timm.create_model("resnet14_cifar", num_classes=10), ((3, 3, 3), (1, 1, 1)),
          _image_setup, "timm"),
+    Case("vgg", lambda: timm.create_model("vgg13_cifar", num_classes=10, channels=(8, 16, 16, 32, 32)),
+         ((2, 2, 3, 3, 3), (1, 1, 1, 1, 1)), _image_setup, "timm"),
     Case("bert", _tiny_bert, ((3,), (1,)), _bert_setup, "transformers"),
 ]
 BY_NAME = {c.family: c for c in CASES}
