@@ -63,6 +63,8 @@ CASES = [
          _image_setup, "timm"),
     Case("vgg", lambda: timm.create_model("vgg13_cifar", num_classes=10, channels=(8, 16, 16, 32, 32)),
          ((2, 2, 3, 3, 3), (1, 1, 1, 1, 1)), _image_setup, "timm"),
+    Case("vit", lambda: timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=16, patch_size=4, depth=3,
+                                          embed_dim=32, num_heads=2), ((5,), (2,)), _image_setup, "timm"),
     Case("bert", _tiny_bert, ((3,), (1,)), _bert_setup, "transformers"),
 ]
 BY_NAME = {c.family: c for c in CASES}

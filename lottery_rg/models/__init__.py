@@ -22,11 +22,13 @@ from .families import (
 )
 from .resnet import ResNetFamily
 from .vgg import VGGFamily
+from .vit import ViTFamily
 
 __all__ = ["Block", "Layout", "ModelFamily", "TimmFamily", "Unit", "families", "family_of", "get_family",
-           "prunable_parameters", "register_family", "ResNetFamily", "VGGFamily", "BertFamily"]
+           "prunable_parameters", "register_family", "ResNetFamily", "VGGFamily", "ViTFamily", "BertFamily"]
 
 # the registry: one line per family, asked in this order by family_of
 register_family(ResNetFamily())
 register_family(VGGFamily())
+register_family(ViTFamily())
 register_family(BertFamily())
