@@ -77,5 +77,5 @@ def ticket_card(ticket, repo_id: str | None = None, plots: list[str] | None = No
         else "(not recorded)",
         repo_id=repo_id or "<this folder or repo id>", model_weights="trained" if trained else "rewind",
         has_tokenizer=getattr(ticket, "tokenizer", None) is not None,
-        cifar=type(ticket.model).__name__ == "CifarResNet",
+        **ticket.family.card_details(ticket.model),
     )
