@@ -132,7 +132,9 @@ class LotteryTrainer(Trainer):
         loss = F.cross_entropy(logits, inputs["labels"])
         return (loss, {"logits": logits}) if return_outputs else loss
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
+    def training_step(self, model: nn.Module, inputs: dict[str, Any],
+                      num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+        """``Trainer.training_step``; the level's loss account gets the loss (summed on the device, no host sync)."""
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.level_loss.add(loss)
         return loss
