@@ -28,7 +28,6 @@ TABLE2 = {  # Redman et al. 2022, Table 2 (ResNet-50 pre-trained with simCLR), Î
     "CIFAR-10": [(1.11, 0.01), (1.06, 0.01), (1.01, 0.01), (0.98, 0.002)],
     "CIFAR-100": [(1.08, 0.03), (1.04, 0.02), (1.00, 0.01), (0.99, 0.01)],
 }
-STAGES = ["layer1", "layer2", "layer3", "layer4"]
 
 
 def main(argv=None) -> int:
@@ -36,7 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--levels", type=int, default=17, help="IMP applications (the paper: 17)")
     ap.add_argument("--seeds", type=int, default=5, help="initialisation seeds 0..N-1")
-    ap.add_argument("--out", default=None, help="folder for rg_paper_<model>.json / .md / .png")
+    ap.add_argument("--out", default=None, help="folder for rg_paper_<model>.json / .txt / .png")
     args = ap.parse_args(argv)
 
     import timm
@@ -63,8 +62,10 @@ def main(argv=None) -> int:
     prunable = flows[0].tensors
     m0 = flows[0].M("stage").iloc[0]
 
+    # the stage units are the model family's (its Layout names them); under the preset they are all there is
+    stages = [s for s in t.table.index if s in m0.index]
     rows = []
-    for i, s in enumerate(STAGES):
+    for i, s in enumerate(stages):
         per_seed_std = [st.table.at[s, "std"] for st in t.per_seed]
         rows.append({
             "stage": s, "M0": float(m0[s]),
@@ -93,9 +94,9 @@ def main(argv=None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"rg_paper_{args.model}.json").write_text(json.dumps(rows, indent=1))
-        (out / f"rg_paper_{args.model}.md").write_text(text + "\n")
+        (out / f"rg_paper_{args.model}.txt").write_text(text + "\n")
         _plot(rows, out / f"rg_paper_{args.model}.png", args)
-        print(f"wrote {out}/rg_paper_{args.model}.{{json,md,png}}")
+        print(f"wrote {out}/rg_paper_{args.model}.{{json,txt,png}}")
     return 0
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from .branches.stability import plot_instability, stability_table
 from .flow.plots import flow_granularities, write_plots
 from .run import RunDir
+from .stability import plot_instability, stability_table
 
 __all__ = ["write_run_summary"]
 
@@ -24,7 +24,7 @@ def _attach_controls(flow, run: RunDir) -> None:
 
 
 def write_run_summary(result, flow=None) -> str:
-    """Write ``summary.csv``, ``summary.md`` and the plots of a run directory; print and return the text.
+    """Write ``summary.csv``, ``summary.md`` and the plots of a run directory; log and return the text.
 
     The flow part shows every granularity's eigenvalues next to their null models (the run's
     untrained controls θ_k and θ_0, which are also kept in ``flow.json``, and the closed-form
@@ -67,5 +67,5 @@ def write_run_summary(result, flow=None) -> str:
         lines += ["### Linear mode connectivity (instability to SGD noise)", "", stability_table(stability), ""]
     text = "\n".join(lines)
     atomic_write_text(run.summary_md, text + "\n")
-    print(text, flush=True)
+    logger.info("%s", text)
     return text

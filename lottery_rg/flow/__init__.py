@@ -1,4 +1,4 @@
-"""The IMP flow M_i(n) and its renormalization-group reading (SCIENCE §2–3).
+"""The IMP flow M_i(n) and its renormalization-group reading (Redman et al. 2022, Eq. 13–14).
 
 ``core``: :class:`IMPFlow` (counts per level, M_i(n) over all prunable weights or over the
 residual stages only, eigenvalues, persistence, the untrained controls from θ_0 or θ_k) and
@@ -11,7 +11,7 @@ pruned by the same rule, no data, no training); ``analysis``: :func:`null_report
 differences and the trend test; ``eigen``: classes, eigenvalue tables (λ_i(n) per level)
 and comparisons with three answers; ``scaling``: the critical-exponent fit (Eq. 14) with
 its profile-likelihood interval; ``plots``: the paper's figures and the null models.
-``python -m lottery_rg.flow`` is the command line.
+``lottery-rg flow`` (or ``python -m lottery_rg flow``) is the command line.
 """
 
 from .analysis import NullReport, null_report

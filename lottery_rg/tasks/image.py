@@ -163,7 +163,8 @@ def prepare_image_task(model_args, data_args, seed: int = 42) -> TaskSetup:
     labels = dsd["train"].features["label"].names
     set_seed(seed)  # the initial weights θ_0 depend only on the seed
     model = load_model(model_args.model_name_or_path, num_labels=len(labels), pretrained=model_args.pretrained,
-                       revision=model_args.revision)
+                       revision=model_args.revision, model_kwargs=model_args.model_kwargs,
+                       image_size=data_args.image_size)
     train, test, size, collator = prepare_data_for_model(model, data_args, dsd, with_collator=True)
     if wants_sync_bn(model_args, data_args):
         model = sync_batchnorm(model)
