@@ -279,6 +279,11 @@ def test_null_report_names_the_units_training_moved_and_says_so_when_none():
     assert "training moved λ beyond the init-scale null in layer2.0" in moved.verdict
     row = moved.table.loc["layer2.0"]
     assert row["effect"] > 0.02 and row["ci_low"] > 0 and row["effect_se"] > 0
+    # two noisy seeds resolve nothing either way: the verdict says so, and does not credit the null
+    vague = null_report(_null_like_pool(rng, null, {}, S=2, sigma=0.2), "block", null=null, **FAST)
+    assert (vague.table["verdict"] == "not resolved").all()
+    assert "no unit is resolved against the init-scale null" in vague.verdict
+    assert "every resolved unit" not in vague.verdict and "training moved no unit" not in vague.verdict
 
 
 # --------------------------------------------------------------------------- the paper's setting (Must 5)

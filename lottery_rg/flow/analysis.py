@@ -89,9 +89,12 @@ class NullReport(_FrameLike):
         if moved:
             parts.append("training moved λ beyond the init-scale null in " + ", ".join(
                 f"{u} ({t.at[u, 'effect']:+.4f} ± {t.at[u, 'effect_se']:.4f})" for u in moved))
-        else:
+        elif eq:
             parts.append("training moved no unit's λ beyond the init-scale null: every resolved unit's eigenvalue "
                          "is what pruning untrained weights of the same per-layer scale gives")
+        else:  # nothing resolved either way: say so instead of implying the null explains the flow
+            parts.append("no unit is resolved against the init-scale null: the seeds can neither show that "
+                         "training moved a λ nor that it did not")
         if eq:
             small = [u for u in eq if u in self.effect.summary.get("significant_within_margin", [])]
             parts.append(f"equivalent to the null (within its margin): {', '.join(eq)}"
