@@ -415,7 +415,7 @@ class IMPFlow:
         return self
 
     @classmethod
-    def untrained(cls, model, levels: int, settings: LotterySettings | None = None, *,
+    def untrained(cls, model: nn.Module, levels: int, settings: LotterySettings | None = None, *,
                   prunable: Sequence[str] | None = None, name: str | None = None) -> IMPFlow:
         """The flow of pruning ``model``'s current weights ``levels`` times by ``settings``: no data, no training.
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
 from .masks import PRUNING_SCOPES, SCHEDULES, Mask, next_mask
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["LotterySettings", "PRUNE_PRESETS"]
 
@@ -59,7 +63,7 @@ class LotterySettings:
         if self.prune_preset is not None and self.prune_preset not in PRUNE_PRESETS:
             raise ValueError(f"--prune_preset must be one of {PRUNE_PRESETS} (or left out), got {self.prune_preset!r}")
 
-    def prunable_parameters(self, model) -> list[str]:
+    def prunable_parameters(self, model: nn.Module) -> list[str]:
         """The parameters IMP prunes in ``model``: the family default or the include/exclude patterns, then the preset.
 
         ``rg_paper`` keeps only tensors inside the blocks of the model's stages, as the model
