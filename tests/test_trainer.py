@@ -195,8 +195,10 @@ def test_the_trainer_leaves_the_garbage_collector_alone(tmp_path):
     """gc.freeze() is the program's choice (examples/run_imp.py makes it); a run neither freezes nor unfreezes."""
     trainer = make_trainer(tmp_path / "a", {"levels": 1})
     gc.unfreeze()
+    gc.collect()  # Python 3.12's full collection puts a few hundred interpreter objects back in the frozen generation
+    base = gc.get_freeze_count()  # 0 on Python 3.11
     trainer.run_imp()
-    assert gc.get_freeze_count() == 0 and gc.isenabled()  # nothing frozen by the run
+    assert gc.get_freeze_count() == base and gc.isenabled()  # nothing frozen by the run
     trainer = make_trainer(tmp_path / "b", {"levels": 1})
     gc.freeze()
     try:
