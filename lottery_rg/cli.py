@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import ArgumentParser, command
 from .flow import CONTROL_STARTS, NORMALIZATIONS, ClassRule, FlowPool, IMPFlow
 from .models.families import GRANULARITIES
 
@@ -19,7 +20,7 @@ __all__ = ["main", "flow_main", "stability_main"]
 
 
 def _flow_parser(prog: str = "lottery-rg flow") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(  # one-line errors
         prog=prog,
         description="RG analysis of an IMP run: IMP-flow eigenvalues and classes, comparison with another run, "
                     "critical-exponent fit (Eq. 14) and plots. Several RUNs (seeds of one configuration, e.g. "
@@ -66,6 +67,7 @@ def _flow_parser(prog: str = "lottery-rg flow") -> argparse.ArgumentParser:
     return p
 
 
+@command("lottery-rg flow", returns_status=True)  # a refusal: one line, exit status 2 (LOTTERY_RG_DEBUG=1: traceback)
 def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") -> int:
     """RG analysis of a run or of several seeds: eigenvalues, control, comparison, Eq. 14 fit, plots."""
     args = _flow_parser(prog).parse_args(argv)
@@ -187,11 +189,12 @@ def _flow_plots(args, flows, subject, table, other, fit) -> None:
         print(f"wrote {w}")
 
 
+@command("lottery-rg stability", returns_status=True)
 def stability_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg stability") -> int:
     """The table and plot of the linear-mode-connectivity analyses of one or more runs (``lottery-rg stability``)."""
     from .stability import load_results, plot_instability, stability_table
 
-    ap = argparse.ArgumentParser(prog=prog,
+    ap = ArgumentParser(prog=prog,
                                  description="Linear-mode-connectivity results of one or more IMP runs (computed by "
                                              "run_imp.py --stability_levels): a table and a plot.")
     ap.add_argument("runs", nargs="+", help="IMP run directories")
@@ -215,13 +218,19 @@ def stability_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg st
 COMMANDS = {"flow": flow_main, "stability": stability_main}
 
 
+@command("lottery-rg", returns_status=True)
 def main(argv: Sequence[str] | None = None) -> int:
     """``lottery-rg COMMAND ...`` (console entry point)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
+    if argv[:1] in (["-h"], ["--help"]):
         print("usage: lottery-rg {flow,stability} ...\n\n"
               "  flow RUN       IMP-flow eigenvalues and classes, comparison, control, Eq. 14 fit, plots\n"
               "  stability RUN  linear-mode-connectivity results of one or more runs\n\n"
-              "`lottery-rg COMMAND --help` describes each.", file=sys.stderr)
-        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+              "`lottery-rg COMMAND --help` describes each.")
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        given = f"unknown command {argv[0]!r}" if argv else "no command given"
+        print(f"lottery-rg: error: {given}: use `lottery-rg flow RUN ...` or `lottery-rg stability RUN ...` "
+              f"(lottery-rg --help describes them)", file=sys.stderr)
+        return 2
     return COMMANDS[argv[0]](argv[1:], prog=f"lottery-rg {argv[0]}")

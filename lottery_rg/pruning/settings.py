@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
+from ..errors import check_field_types
 from .masks import PRUNING_SCOPES, SCHEDULES, Mask, next_mask
 
 __all__ = ["LotterySettings"]
@@ -28,6 +29,7 @@ class LotterySettings:
     prune_exclude: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        check_field_types(self)  # LotterySettings(prune_fraction="0.2") is refused naming the field
         for name in ("prune_include", "prune_exclude"):
             value = getattr(self, name)
             if value is not None:
