@@ -72,7 +72,7 @@ class RunLockedError(LotteryError, RuntimeError):
     exit_code = 2
 
 
-_HELD: dict[str, int] = {}  # run directories whose lock this process holds (real path -> how often taken)
+_HELD: set[str] = set()  # run directories whose lock this process holds (real paths)
 
 
 @dataclass(frozen=True)
@@ -300,36 +300,34 @@ class RunDir:
                              f"was written there. Choose an empty or new {flag}")
 
     # ------------------------------------------------------------------ one writer
+    def locked_here(self) -> bool:
+        """This process holds the run's lock (taken by :meth:`lock`)."""
+        return os.path.realpath(self.root) in _HELD
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunDir]:
         """Hold the run's write lock (an OS-level ``flock``: it dies with its holder, so ``kill -9`` leaves no
-        stale lock). A second holder is refused at once with the first one's PID and host; the process that
-        holds it already may take it again (``examples/run_imp.py`` takes it before it builds the trainer).
+        stale lock). A second holder is refused at once with the first one's PID and host — another ``lock()`` in
+        this process too; code that may run under a lock its process took first asks :meth:`locked_here`
+        (``examples/run_imp.py`` takes it before it builds the trainer, and ``run_imp`` then needs not).
 
         What taking the lock created — the folder, the lock file — is removed again when it is released, if
         nothing else was written: a refused run leaves the disk as it found it."""
         key = os.path.realpath(self.root)
-        if key in _HELD:  # this process holds it already
-            _HELD[key] += 1
-            try:
-                yield self
-            finally:
-                _HELD[key] -= 1
-            return
         made = _make_dirs(self.root)
         try:
             fd, created = _take_lock(self.lock_file, self.root)
         except BaseException:
             _remove_empty(self.root, made)
             raise
-        _HELD[key] = 1
+        _HELD.add(key)
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                       "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
             yield self
         finally:
-            del _HELD[key]
+            _HELD.discard(key)
             if created:  # removed while still held: a process that opened it meanwhile sees another file and retries
                 with contextlib.suppress(OSError):
                     self.lock_file.unlink()

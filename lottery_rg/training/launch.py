@@ -26,13 +26,13 @@ __all__ = ["check_parallelism", "stop_with_launcher", "hold_run_lock"]
 @contextlib.contextmanager
 def hold_run_lock(run: RunDir, args: Any) -> Iterator[RunDir]:
     """Hold ``run``'s write lock on the process of rank 0 (``args``: the TrainingArguments); every process learns
-    whether it was taken and raises ``RunLockedError`` together. The same process may take it again inside
-    (``LotteryTrainer.run_imp`` does)."""
+    whether it was taken and raises ``RunLockedError`` together. Where this process holds it already
+    (``examples/run_imp.py`` took it before building the trainer), nothing more is taken."""
     from accelerate.utils import broadcast_object_list
 
     with contextlib.ExitStack() as held:
         error = None
-        if args.process_index == 0:
+        if args.process_index == 0 and not run.locked_here():
             try:
                 held.enter_context(run.lock())
             except RunLockedError as e:
