@@ -192,12 +192,25 @@ def _optimizer_refusal(args: Any) -> str | None:
         return None
     from transformers import Trainer
 
+    given = getattr(args, "optim_args", None)
+    pairs = [pair.strip() for pair in (given or "").split(",") if pair.strip()]
+    malformed = [pair for pair in pairs if pair.count("=") != 1]
+    if malformed:
+        return (f"--optim_args {given}: {malformed[0]!r} is not key=value; give comma-separated key=value pairs, "
+                f"e.g. --optim sgd --optim_args momentum=0.9,nesterov=true")
     try:
-        Trainer.get_optimizer_cls_and_kwargs(args)
+        _, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
     except (ValueError, TypeError, ImportError, KeyError) as e:
-        given = f" --optim_args {args.optim_args!r}" if getattr(args, "optim_args", None) else ""
-        return (f"--optim {optim}{given} is refused ({one_line(str(e)) or type(e).__name__}): give the optimizer's "
-                f"settings as comma-separated key=value pairs of numbers, e.g. --optim_args momentum=0.9 for sgd")
+        why = one_line(str(e)) or type(e).__name__
+        bad = [pair for pair in pairs if repr(pair.split("=")[1]) in why]
+        if bad:  # float('abc'): name the pair
+            return (f"--optim_args {given}: {bad[0]} is not a number that --optim {optim} can use; give e.g. "
+                    f"{bad[0].split('=')[0]}=0.9")
+        return f"--optim {optim}{f' --optim_args {given}' if given else ''} is refused: {why}"
+    ignored = [pair.split("=")[0] for pair in pairs if pair.split("=")[0] not in kwargs]
+    if ignored:  # a key the optimizer does not read would be ignored without a word
+        return (f"--optim_args {given}: --optim {optim} does not read {', '.join(ignored)}; drop it, or choose an "
+                f"optimizer that does (e.g. --optim sgd --optim_args momentum=0.9)")
     return None
 
 
