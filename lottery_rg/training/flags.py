@@ -119,6 +119,11 @@ def precision_refusal(args: Any) -> str | None:
     return None
 
 
+def _value(x: Any) -> Any:
+    """An enum flag as the user typed it (``HubStrategy.CHECKPOINT`` -> ``checkpoint``)."""
+    return getattr(x, "value", x)
+
+
 def _positive(args: Any, name: str, what: str) -> str | None:
     value = getattr(args, name, None)
     if value is not None and value < 1:
@@ -157,7 +162,7 @@ def check_training_arguments(args: Any, library: str | None = None) -> None:
         problems.append("--save_only_model writes checkpoints without optimizer and schedule: an interrupted level "
                         "could not resume exactly; drop it (finished levels hold only the model anyway)")
     if getattr(args, "hub_strategy", None) in _HUB_STRATEGIES_REFUSED:
-        problems.append(f"--hub_strategy {args.hub_strategy}: lottery_rg pushes tickets, not Trainer checkpoints (a "
+        problems.append(f"--hub_strategy {_value(args.hub_strategy)}: lottery_rg pushes tickets, not Trainer checkpoints (a "
                         f"run resumes from its own --output_dir); drop it, or add --push_levels to push every level")
     if getattr(args, "hub_revision", None):
         problems.append(f"--hub_revision {args.hub_revision}: lottery_rg pushes the ticket to the main branch and each "
