@@ -16,7 +16,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -284,8 +283,9 @@ def test_a_refused_resume_does_not_record_more_levels(run_imp, finished_copy):
 
 def test_a_run_without_run_info_names_what_is_missing(finished_copy):
     """Must 8: a LotteryTrainer built in Python, without run_info, on a run made by run_imp.py."""
-    from lottery_rg.tasks import prepare_task
     from utils import training_args
+
+    from lottery_rg.tasks import prepare_task
 
     setup = prepare_task(ModelArguments(), DataArguments(max_train_samples=64, max_eval_samples=32, image_size=16))
     trainer = LotteryTrainer(args=training_args(finished_copy, seed=42, learning_rate=5e-5, save_strategy="no"),

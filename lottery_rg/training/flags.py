@@ -162,8 +162,9 @@ def check_training_arguments(args: Any, library: str | None = None) -> None:
         problems.append("--save_only_model writes checkpoints without optimizer and schedule: an interrupted level "
                         "could not resume exactly; drop it (finished levels hold only the model anyway)")
     if getattr(args, "hub_strategy", None) in _HUB_STRATEGIES_REFUSED:
-        problems.append(f"--hub_strategy {_value(args.hub_strategy)}: lottery_rg pushes tickets, not Trainer checkpoints (a "
-                        f"run resumes from its own --output_dir); drop it, or add --push_levels to push every level")
+        problems.append(f"--hub_strategy {_value(args.hub_strategy)}: lottery_rg pushes tickets, not Trainer "
+                        f"checkpoints (a run resumes from its own --output_dir); drop it, or add --push_levels to push "
+                        f"every level")
     if getattr(args, "hub_revision", None):
         problems.append(f"--hub_revision {args.hub_revision}: lottery_rg pushes the ticket to the main branch and each "
                         f"level to a branch level-XX (--push_levels); to push elsewhere, call "
