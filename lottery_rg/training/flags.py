@@ -82,6 +82,8 @@ HONOURED_BY_TRAINING_ARGUMENTS: dict[str, str] = {
     "tf32": "TrainingArguments switches torch's TF32 matmuls on or off when it is built",
     "gradient_checkpointing": "the deprecated name of activation_checkpointing (TrainingArguments copies it over)",
     "gradient_checkpointing_kwargs": "the deprecated name of activation_checkpointing_kwargs",
+    "use_cpu": "TrainingArguments chooses the device from it when it is built",
+    "ddp_backend": "TrainingArguments starts the process group with it when it is built",
 }
 
 # a value of each flag that check_training_arguments refuses (tests/test_flags.py proves it), with its library
