@@ -49,9 +49,10 @@ with long_lived_objects():
     from lottery_rg import LotteryArguments, LotteryTrainer, RunDir
     from lottery_rg.errors import command, note_output_dir
     from lottery_rg.redact import RedactingFilter, redact_command
-    from lottery_rg.tasks import prepare_task
+    from lottery_rg.tasks import detect_task, prepare_task
     from lottery_rg.training.arguments import DataArguments, ModelArguments
     from lottery_rg.training.arguments import parse_args as parse_args_into
+    from lottery_rg.training.flags import check_training_arguments
     from lottery_rg.training.launch import hold_run_lock
 
 logger = logging.getLogger("lottery_rg.run_imp")
@@ -81,6 +82,9 @@ def setup_logging() -> None:
 @command("run_imp.py")  # a refusal: one line and exit status 2, no traceback (LOTTERY_RG_DEBUG=1 shows it)
 def main(argv=None):
     model_args, data_args, lottery_args, training_args = parse_args(argv)
+    # the flags a model of this kind cannot honour (timm: --neftune_noise_alpha, --label_names …), before any work
+    task = model_args.task or detect_task(model_args.model_name_or_path, model_args.revision)
+    check_training_arguments(training_args, "timm" if task == "image-classification" else "transformers")
     setup_logging()
     run = RunDir(training_args.output_dir)
     note_output_dir(run.root)

@@ -75,8 +75,9 @@ def one_line(text: str) -> str:
     return out
 
 
+# what torch.save says when a write fails (the disk is full): its zip writer reports the position it could not reach
 _TORCH_WRITE_FAILURES = ("basic_ios::clear", "iostream error", "file write failed", "PytorchStreamWriter failed",
-                         "No space left on device", "StorageFull")
+                         "No space left on device", "StorageFull", "inline_container.cc")
 
 
 def _free_space() -> str:

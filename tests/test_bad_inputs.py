@@ -142,6 +142,12 @@ FLAG_CASES = [
     (["--model_name_or_path", "no_such_model_xyz"], "no_such_model_xyz"),
     (["--model_kwargs", "{not json"], "--model_kwargs"),
     (["--bogus_flag", "3"], "--bogus_flag"),
+    (["--neftune_noise_alpha", "5"], "--neftune_noise_alpha"),
+    (["--use_liger_kernel"], "--use_liger_kernel"),
+    (["--label_names", "label"], "--label_names"),
+    (["--activation_checkpointing", "--activation_checkpointing_kwargs", '{"use_reentrant": false}'],
+     "--activation_checkpointing_kwargs"),
+    (["--max_steps", "0", "--num_train_epochs", "0"], "--num_train_epochs 0"),
     (["--seed", "x"], "--seed"),
     (["--lr_scheduler_type", "wobbly"], "--lr_scheduler_type"),
 ]
@@ -153,6 +159,13 @@ def test_a_bad_flag_is_one_line_before_any_work(run_imp, no_work, tmp_path, extr
     code, lines = call(run_imp.main, [*BASE, "--output_dir", str(out), *extra])
     assert_one_line(code, lines, expected)
     assert not no_work, "the data and the model were built before the refusal"
+    assert tree(tmp_path) == {}
+
+
+def test_a_rewind_point_beyond_training_is_refused_naming_both_and_writes_nothing(run_imp, tmp_path):
+    """The steps per level are known once the data set is: refused then, before anything is written."""
+    code, lines = call(run_imp.main, [*BASE, "--output_dir", str(tmp_path / "run"), "--rewind_steps", "1000"])
+    assert_one_line(code, lines, ["--rewind_steps 1000", "2 optimizer steps", "below 2"])
     assert tree(tmp_path) == {}
 
 
@@ -416,6 +429,8 @@ def test_a_ticket_from_a_folder_that_is_not_one(tmp_path):
      ["no space left", "level_03/model.safetensors", "free some space"]),
     (RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64; basic_ios::clear: iostream error"),
      1, ["the disk is most likely full", "free some space"]),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"), 1,
+     ["the disk is most likely full"]),
     (OSError(errno.EROFS, "Read-only file system", "/ro/run/.lottery_rg.lock"), 1, ["/ro/run", "read-only"]),
     (FileExistsError(errno.EEXIST, "File exists", "/data/run"), 2, ["/data/run", "already exists as a file"]),
     (PermissionError(errno.EACCES, "Permission denied", "/data/run"), 1, ["/data/run", "no permission"]),
