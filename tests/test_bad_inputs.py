@@ -499,22 +499,42 @@ def _read_only(path: Path) -> list[str] | None:
     return ["unshare", "-rm", "sh", "-c", f'mount --bind -o ro {path} {path} && exec "$@"', "sh"]
 
 
-def test_a_finished_run_is_read_on_read_only_storage(finished, tmp_path):
-    prefix = _read_only(finished)
+def _under_read_only(run: Path, tmp_path: Path):
+    prefix = _read_only(run)
     if prefix is None:
         pytest.skip("no user namespaces here to mount a folder read-only")
-    before = tree(finished)
     env = {**subprocess_env(), "MPLCONFIGDIR": str(tmp_path / "mpl")}
-    flow = subprocess.run([*prefix, PYTHON, "-m", "lottery_rg", "flow", str(finished)], capture_output=True,
-                          text=True, env=env, timeout=300)
-    assert flow.returncode == 0, flow.stderr
-    code = ("import sys; from lottery_rg import LotteryTicket; t = LotteryTicket.from_run(sys.argv[1]); "
-            "print(type(t).__name__)")
-    ticket = subprocess.run([*prefix, PYTHON, "-c", code, str(finished)], capture_output=True, text=True, env=env,
-                            timeout=300)
-    assert ticket.returncode == 0, ticket.stderr
-    again = subprocess.run([*prefix, PYTHON, "examples/run_imp.py", *BASE, "--output_dir", str(finished), "--levels",
-                            "2"], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+
+    def under_read_only(*args):
+        return subprocess.run([*prefix, PYTHON, *args], capture_output=True, text=True, env=env, timeout=600,
+                              cwd=ROOT)
+
+    return under_read_only
+
+
+def test_a_finished_run_is_read_on_read_only_storage(finished, tmp_path):
+    """The flow command and LotteryTicket.from_run on a read-only mount of a finished run; a resume there is
+    refused in one line."""
+    under_read_only = _under_read_only(finished, tmp_path)
+    before = tree(finished)
+    code = ("import sys; from lottery_rg import LotteryTicket; from lottery_rg.cli import main\n"
+            "assert main(['flow', sys.argv[1]]) == 0\n"
+            "print(type(LotteryTicket.from_run(sys.argv[1])).__name__)")
+    read = under_read_only("-c", code, str(finished))
+    assert read.returncode == 0 and "LotteryTicket" in read.stdout, read.stderr
+    again = under_read_only("examples/run_imp.py", *BASE, "--output_dir", str(finished), "--levels", "2")
     lines = [line for line in again.stderr.splitlines() if line.strip()]
     assert again.returncode == 2 and len(lines) == 1 and "read-only" in lines[0], again.stderr
     assert tree(finished) == before
+
+
+@pytest.mark.slow
+def test_a_stability_table_is_read_on_read_only_storage(run_imp, tmp_path):
+    run = tmp_path / "run"
+    code, lines = call(run_imp.main, [*BASE, "--output_dir", str(run), "--stability_levels", "1"])
+    assert code == 0, lines
+    under_read_only = _under_read_only(run, tmp_path)
+    before = tree(run)
+    stability = under_read_only("-m", "lottery_rg", "stability", str(run))
+    assert stability.returncode == 0 and "instability" in stability.stdout.lower(), stability
+    assert tree(run) == before
