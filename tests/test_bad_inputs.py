@@ -148,6 +148,15 @@ FLAG_CASES = [
     (["--activation_checkpointing", "--activation_checkpointing_kwargs", '{"use_reentrant": false}'],
      "--activation_checkpointing_kwargs"),
     (["--max_steps", "0", "--num_train_epochs", "0"], "--num_train_epochs 0"),
+    (["--split_seed", "-1"], "--split_seed -1"),
+    (["--train_file", "/nonexistent.txt"], "--train_file /nonexistent.txt: no such file"),
+    (["--dataloader_num_workers", "-1"], "--dataloader_num_workers -1"),
+    (["--report_to", "nosuchtracker"], "--report_to nosuchtracker"),
+    (["--lr_scheduler_kwargs", "{bad"], "--lr_scheduler_kwargs {bad: not a JSON object"),
+    (["--image_size", "0"], "--image_size 0"),
+    (["--max_train_samples", "0"], "--max_train_samples 0"),
+    (["--stability_levels", "5"], "--stability_levels [5]"),
+    (["--stability_points", "1"], "--stability_points"),
     (["--seed", "x"], "--seed"),
     (["--lr_scheduler_type", "wobbly"], "--lr_scheduler_type"),
 ]
@@ -166,6 +175,24 @@ def test_a_rewind_point_beyond_training_is_refused_naming_both_and_writes_nothin
     """The steps per level are known once the data set is: refused then, before anything is written."""
     code, lines = call(run_imp.main, [*BASE, "--output_dir", str(tmp_path / "run"), "--rewind_steps", "1000"])
     assert_one_line(code, lines, ["--rewind_steps 1000", "2 optimizer steps", "below 2"])
+    assert tree(tmp_path) == {}
+
+
+PREPARATION_CASES = [
+    (["--dataset_name", "{tmp}/nowhere"], "--dataset_name"),
+    (["--dataset_name", "{tmp}/nowhere", "--model_name_or_path", "embedded-bert"], "--dataset_name"),
+    (["--model_kwargs", '{{"depth": 3}}'], ["--model_kwargs", "depth"]),
+    (["--model_kwargs", '{{"nonsense": 3}}'], ["--model_kwargs", "nonsense"]),
+    (["--prune_include", "nomatch_xyz"], "nomatch_xyz"),
+]
+
+
+@pytest.mark.parametrize("extra, expected", PREPARATION_CASES, ids=[" ".join(c[0]) for c in PREPARATION_CASES])
+def test_a_refusal_while_preparing_the_task_writes_nothing(run_imp, tmp_path, extra, expected):
+    """Found while the data or the model is prepared (the lock is held by then): still one line, nothing written."""
+    extra = [a.format(tmp=tmp_path) for a in extra]
+    code, lines = call(run_imp.main, [*BASE, "--output_dir", str(tmp_path / "run"), *extra])
+    assert_one_line(code, lines, expected)
     assert tree(tmp_path) == {}
 
 

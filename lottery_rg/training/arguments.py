@@ -8,6 +8,7 @@ optimisation (learning rate, epochs, batch size, precision, checkpointing) stays
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from ..errors import check_field_types
@@ -153,6 +154,21 @@ class DataArguments:
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None:
                 _check_range(f"--{name}", getattr(self, name), 1, None, "examples (leave it out for all of them)")
+        _check_range("--split_seed", self.split_seed, 0, 2**32 - 1, "(a seed numpy accepts)")
+        for name in ("train_file", "validation_file"):  # local files: named now, not by the data loader later
+            path = getattr(self, name)
+            if path is not None and "://" not in path and not os.path.isfile(path):
+                raise ValueError(f"--{name} {path}: no such file (give a local .txt, .csv or .json file)")
+
+
+def _is_json(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def json_kwargs(value: dict | str | None, flag: str) -> dict | None:
@@ -221,7 +237,13 @@ def parse_args(dataclass_types, argv=None):
         for action in required:  # a value in the file satisfies a required flag
             action.required = False
         argv = argv[1:]
-    *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    try:
+        *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except json.JSONDecodeError as e:  # a dict flag of TrainingArguments (--lr_scheduler_kwargs …): name it
+        bad = [f"{flag} {value}" for flag, value in zip(argv, argv[1:])
+               if flag.startswith("--") and value.lstrip().startswith(("{", "[")) and not _is_json(value)]
+        raise ValueError(f"{bad[0] if bad else 'a flag'}: not a JSON object ({e}); give e.g. "
+                         f"'{{\"key\": 1}}' in single quotes") from None
     if unknown:
         parser.error(f"unknown {'flag' if len(unknown) == 1 else 'flags'} {' '.join(unknown)}")
     for args in parsed:  # refused while parsing: what a LotteryTrainer would ignore or cannot honour

@@ -142,6 +142,10 @@ def check_training_arguments(args: Any, library: str | None = None) -> None:
         _positive(args, "per_device_eval_batch_size", "the evaluation batch per device"),
         _positive(args, "gradient_accumulation_steps", "the number of batches per optimizer step"),
     ]
+    workers = getattr(args, "dataloader_num_workers", 0)
+    if workers is not None and workers < 0:
+        problems.append(f"--dataloader_num_workers {workers}: give 0 (load in the training process) or more")
+    problems.append(_tracker_refusal(args))
     if getattr(args, "max_steps", -1) <= 0 and getattr(args, "num_train_epochs", 1) <= 0:
         problems.append(f"--num_train_epochs {args.num_train_epochs} trains nothing: every level needs optimizer "
                         f"steps; give --num_train_epochs above 0 (or --max_steps)")
@@ -179,6 +183,20 @@ def check_training_arguments(args: Any, library: str | None = None) -> None:
     problems = [p for p in problems if p]
     if problems:
         raise UsageError(problems[0])
+
+
+def _tracker_refusal(args: Any) -> str | None:
+    """``--report_to`` names trackers transformers knows (Trainer would refuse it after the data and the model)."""
+    report_to = getattr(args, "report_to", None)
+    if not report_to or report_to in ("none", ["none"]):
+        return None
+    from transformers.integrations import get_reporting_integration_callbacks
+
+    try:
+        get_reporting_integration_callbacks(report_to)
+    except ValueError as e:
+        return f"--report_to {' '.join(report_to) if isinstance(report_to, list) else report_to}: {one_line(str(e))}"
+    return None
 
 
 def _parallelism_refusal(args: Any) -> str | None:
