@@ -75,8 +75,8 @@ def load_model(name_or_path: str, *, num_labels: int | None = None, pretrained: 
     except TypeError as e:  # a keyword the architecture does not take (or takes from its name, e.g. depth)
         if not model_kwargs:
             raise
-        raise ValueError(f"--model_kwargs {json.dumps(model_kwargs, default=str)}: {name_or_path} cannot be built with them "
-                         f"({e}); give keyword arguments of its constructor that its name does not fix") from None
+        given = json.dumps(model_kwargs, default=str)
+        raise ValueError(f"--model_kwargs {given}: {name_or_path} cannot be built with them ({e}); give keyword arguments of its constructor that its name does not fix") from None
     from transformers import AutoModelForMaskedLM
 
     return AutoModelForMaskedLM.from_pretrained(name_or_path, revision=revision, **(model_kwargs or {}))
