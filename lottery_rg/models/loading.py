@@ -76,7 +76,8 @@ def load_model(name_or_path: str, *, num_labels: int | None = None, pretrained: 
         if not model_kwargs:
             raise
         given = json.dumps(model_kwargs, default=str)
-        raise ValueError(f"--model_kwargs {given}: {name_or_path} cannot be built with them ({e}); give keyword arguments of its constructor that its name does not fix") from None
+        raise ValueError(f"--model_kwargs {given}: {name_or_path} cannot be built with them ({e}); give keyword "
+                         f"arguments of its constructor that its name does not fix") from None
     from transformers import AutoModelForMaskedLM
 
     return AutoModelForMaskedLM.from_pretrained(name_or_path, revision=revision, **(model_kwargs or {}))
