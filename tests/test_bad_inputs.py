@@ -434,6 +434,26 @@ def test_a_bad_python_call_names_the_field(make, expected):
     assert expected in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("flag, value", [("resume_from_checkpoint", "/nonexistent"), ("fp16", True),
+                                         ("neftune_noise_alpha", 5.0), ("load_best_model_at_end", True)])
+def test_a_lottery_trainer_built_in_python_refuses_what_it_would_ignore(tmp_path, flag, value):
+    from utils import make_trainer
+
+    extra = {"eval_strategy": "epoch", "save_strategy": "epoch"} if flag == "load_best_model_at_end" else {}
+    with pytest.raises(UsageError, match=f"--{flag}"):
+        make_trainer(tmp_path / "run", **{flag: value, **extra})
+    assert tree(tmp_path) == {}
+
+
+def test_a_ticket_from_a_folder_that_is_not_a_run(tmp_path):
+    from lottery_rg import LotteryTicket
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises((ValueError, OSError)) as e:
+        LotteryTicket.from_run(tmp_path / "empty")
+    assert "empty" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_read_json_names_the_path_of_a_binary_file(tmp_path):
     path = tmp_path / "flow.json"
     path.write_bytes(pickle.dumps([1, 2]))
