@@ -87,7 +87,7 @@ def test_the_lock_dies_with_its_holder_even_under_kill_9(tmp_path):
 @pytest.mark.parametrize("change, flag", [
     (dict(learning_rate=0.5), "--learning_rate: 0.05 recorded, 0.5 now"),
     (dict(seed=7), "--seed: 0 recorded, 7 now"),
-    (dict(optim="adamw_torch"), "--optim: 'sgd' recorded, 'adamw_torch' now"),
+    (dict(optim="adamw_torch", optim_args=None), "--optim: 'sgd' recorded, 'adamw_torch' now"),
     (dict(weight_decay=0.1), "--weight_decay: 0.0005 recorded, 0.1 now"),
     (dict(per_device_train_batch_size=16), "--per_device_train_batch_size: 32 recorded, 16 now"),
     (dict(lr_scheduler_type="cosine"), "--lr_scheduler_type: 'linear' recorded, 'cosine' now"),
