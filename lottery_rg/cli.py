@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import ArgumentParser, command
+from .errors import ArgumentParser, UsageError, command
 from .flow import CONTROL_STARTS, NORMALIZATIONS, ClassRule, FlowPool, IMPFlow
 from .models.families import GRANULARITIES
 
@@ -72,17 +72,14 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
     """RG analysis of a run or of several seeds: eigenvalues, control, comparison, Eq. 14 fit, plots."""
     args = _flow_parser(prog).parse_args(argv)
     rc = 0
-    try:
-        flows = [IMPFlow.from_pretrained(r, revision=args.revision) for r in args.run]
-        others = [IMPFlow.from_pretrained(r) for r in args.compare] if args.compare else []
-        pool = FlowPool(flows, args.run) if len(flows) > 1 else None
-        other_pool = FlowPool(others, args.compare) if len(others) > 1 else None
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # a refusal (a missing run, an unreadable flow.json …) is one line from the handler of @command
+    flows = [IMPFlow.from_pretrained(r, revision=args.revision) for r in args.run]
+    others = [IMPFlow.from_pretrained(r) for r in args.compare] if args.compare else []
+    pool = FlowPool(flows, args.run) if len(flows) > 1 else None
+    other_pool = FlowPool(others, args.compare) if len(others) > 1 else None
     for r, f in zip(args.run, flows):
         if not f.levels:
-            print(f"{r}: the flow has no levels yet", file=sys.stderr)
+            print(f"{prog}: error: {r}: the flow has no levels yet (finish a level first)", file=sys.stderr)
             return 1
     flow = flows[0]
     subject = pool if pool is not None else flow
@@ -96,11 +93,7 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
               f"density {100 * dens.iloc[0]:.2f} % → {100 * dens.iloc[-1]:.2f} %, "
               f"schedule {f.schedule or 'unrecorded'}")
     print()
-    try:
-        table = subject.eigenvalues(args.granularity, **ekw)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    table = subject.eigenvalues(args.granularity, **ekw)
     if pool is not None:
         for r, t in zip(args.run, table.per_seed):
             print(f"[{r}]\n")
@@ -111,9 +104,8 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
         try:
             controls = [IMPFlow.untrained_control(r, start=args.control_from) for r in args.run]
         except (FileNotFoundError, ValueError) as e:
-            print(f"error: the control needs run directories with rewind.safetensors (and init.safetensors for "
-                  f"--control-from init): {e}", file=sys.stderr)
-            return 2
+            raise UsageError(f"the control needs run directories with rewind.safetensors (and init.safetensors for "
+                             f"--control-from init): {e}") from None
         control = FlowPool(controls, args.run, label=controls[0].label) if pool is not None else controls[0]
         theta = "θ_0" if args.control_from == "init" else "the rewind weights θ_k"
         print(f"\nUntrained control ({theta} pruned by the same schedule, no training):\n")
@@ -125,12 +117,8 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
         print()
         la = f"{subject.label} [{', '.join(args.run)}]"
         lb = f"{other.label} [{', '.join(args.compare)}]"
-        try:
-            cmp = subject.compare(other, args.granularity, by=args.by, exclude_entry=not args.include_entry,
-                                  relation=args.relation, alpha=args.alpha, labels=(la, lb), **ekw)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        cmp = subject.compare(other, args.granularity, by=args.by, exclude_entry=not args.include_entry,
+                              relation=args.relation, alpha=args.alpha, labels=(la, lb), **ekw)
         print(cmp.to_markdown())
     fit = None
     if args.fit:
@@ -205,9 +193,7 @@ def stability_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg st
     for run in args.runs:
         found = load_results(run)
         if not found:
-            print(f"error: {run} holds no stability analysis (run_imp.py ... --stability_levels L ...)",
-                  file=sys.stderr)
-            return 2
+            raise UsageError(f"{run} holds no stability analysis (run_imp.py ... --stability_levels L ...)")
         results += [r for r in found if args.levels is None or r.level in args.levels]
     print(stability_table(results))
     if args.plot:
