@@ -252,12 +252,13 @@ class RunDir:
 
     def discard_unfinished(self) -> list[Path]:
         """Remove the work of a run of which no level is complete — θ_0, the rewind point, unfinished Trainer
-        checkpoints, the flow — so that a run whose settings were corrected starts over. Returns what it removed;
+        checkpoints, the flow, the tokenizer (of the old model), summaries — so that a run whose settings were corrected starts over. Returns what it removed;
         a run with a complete level is never touched."""
         if self.level_numbers():
             raise UsageError(f"{self.root} holds complete levels: its work is not discarded")
         removed = []
-        for path in (self.rewind, self.init, self.rewind_state, self.flow, self.root / "checkpoints"):
+        for path in (self.rewind, self.init, self.rewind_state, self.flow, self.root / "checkpoints", self.tokenizer,
+                     self.stability(0).parent, self.summary_csv, self.summary_md):
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():
