@@ -252,8 +252,9 @@ class RunDir:
 
     def discard_unfinished(self) -> list[Path]:
         """Remove the work of a run of which no level is complete — θ_0, the rewind point, unfinished Trainer
-        checkpoints, the flow, the tokenizer (of the old model), summaries — so that a run whose settings were corrected starts over. Returns what it removed;
-        a run with a complete level is never touched."""
+        checkpoints, the flow, the tokenizer (of the old model), stability copies, summaries — so that a run whose
+        settings were corrected starts over. Returns what it removed; a run with a complete level is never
+        touched."""
         if self.level_numbers():
             raise UsageError(f"{self.root} holds complete levels: its work is not discarded")
         removed = []
