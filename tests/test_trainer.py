@@ -32,9 +32,9 @@ class ZeroCheck(TrainerCallback):
 
 @pytest.mark.parametrize("optim_kw", [
     dict(optim="sgd", optim_args="momentum=0.9", weight_decay=5e-3),
-    dict(optim="adamw_torch", learning_rate=1e-2, weight_decay=0.1),
+    dict(optim="adamw_torch", optim_args=None, learning_rate=1e-2, weight_decay=0.1),
     dict(optim="sgd", optim_args="momentum=0.9", gradient_accumulation_steps=2),
-    dict(optim="adamw_torch", learning_rate=1e-2, bf16=True),
+    dict(optim="adamw_torch", optim_args=None, learning_rate=1e-2, bf16=True),
 ], ids=["sgd-momentum-wd", "adamw", "grad-accumulation", "bf16-autocast"])
 def test_pruned_weights_stay_exactly_zero(tmp_path, optim_kw):
     check = ZeroCheck()
