@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ..pruning.masks import PRUNING_SCOPES, SCHEDULES
 from ..pruning.settings import LotterySettings
+from .precision import FAST_CHOICES, check_training_precision
 
 __all__ = ["LotteryArguments", "ModelArguments", "DataArguments", "TASKS", "parse_args"]
 
@@ -91,6 +92,14 @@ class ModelArguments:
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path if not the model's."})
     bert_layers: int = field(default=4, metadata={"help": "Encoder layers of the embedded from-scratch BERT."})
     bert_hidden_size: int = field(default=256, metadata={"help": "Hidden size of the embedded from-scratch BERT."})
+    channels_last: bool = field(default=False, metadata={
+        "help": "Train a convolutional network in channels-last (NHWC) memory format: the model and every image "
+                "batch (faster convolutions on CPUs with oneDNN and on GPUs). Files stay plain contiguous tensors."})
+    fast: str = field(default="off", metadata={
+        "help": "auto: choose precision and layout for this machine — bf16 autocast where the device computes "
+                "bf16 natively (CPU with AVX512-BF16 or AMX, GPU of compute capability >= 8.0), fp32 elsewhere; "
+                "channels-last for convolutional networks. The choice is logged, recorded in lottery_config.json "
+                "and locked like --bf16. off: exactly the flags given.", "choices": list(FAST_CHOICES)})
     sync_bn: bool = field(default=False, metadata={
         "help": "With several GPU processes: convert BatchNorm to SyncBatchNorm, so that batch statistics are "
                 "computed over the global batch as on one GPU (not available on CPU/gloo)."})
@@ -98,6 +107,8 @@ class ModelArguments:
     def __post_init__(self):
         if self.task is not None and self.task not in TASKS:
             raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}")
+        if self.fast not in FAST_CHOICES:
+            raise ValueError(f"--fast must be one of {FAST_CHOICES}, got {self.fast!r}")
         _check_range("--bert_layers", self.bert_layers, 1, 96, "encoder layers")
         _check_range("--bert_hidden_size", self.bert_hidden_size, 8, 16384, "hidden units")
 
@@ -195,4 +206,10 @@ def parse_args(dataclass_types, argv=None):
         for action in required:  # a value in the file satisfies a required flag
             action.required = False
         argv = argv[1:]
-    return parser.parse_args_into_dataclasses(args=argv)
+    parsed = parser.parse_args_into_dataclasses(args=argv)
+    from transformers import TrainingArguments
+
+    for args in parsed:  # settings that would not compute what they record fail now, not after loading data
+        if isinstance(args, TrainingArguments):
+            check_training_precision(args)
+    return parsed

@@ -67,6 +67,7 @@ from ..report import write_run_summary
 from ..run import LotteryResult, RunDir, RunLockedError
 from ..version import __version__
 from .arguments import LotteryArguments
+from .precision import channels_last_batch, choose_precision, to_channels_last
 
 __all__ = ["LotteryTrainer", "last_complete_checkpoint", "FREE_TRAINING_ARGUMENTS"]
 
@@ -135,12 +136,16 @@ class LotteryTrainer(Trainer):
         model: a timm ResNet (incl. the CIFAR ResNets) or a ``transformers`` BERT model.
         args: ordinary ``TrainingArguments``; ``output_dir`` becomes the run directory.
         lottery_args: :class:`~lottery_rg.arguments.LotteryArguments`.
+        fast: ``"auto"`` chooses bf16 and channels-last for this machine (``--fast``; see
+            :mod:`lottery_rg.training.precision`), ``"off"`` takes ``args`` as they are.
+        channels_last: train the model and its image batches in channels-last memory format (``--channels_last``).
         **kwargs: anything ``Trainer`` accepts (datasets, collator, compute_metrics, callbacks…),
             except ``optimizers``/``model_init``: IMP needs a fresh optimizer per level.
     """
 
     def __init__(self, model=None, args=None, lottery_args: LotteryArguments | None = None, *,
-                 mask: Mask | None = None, run_info: dict | None = None, **kwargs):
+                 mask: Mask | None = None, run_info: dict | None = None, fast: str = "off",
+                 channels_last: bool = False, **kwargs):
         if kwargs.get("optimizers", (None, None)) != (None, None):
             raise ValueError("LotteryTrainer creates a fresh optimizer for every level; choose it through "
                              "TrainingArguments (--optim, --learning_rate, …) or override create_optimizer")
@@ -157,11 +162,16 @@ class LotteryTrainer(Trainer):
         # checkpoint folders (the caller's object is left as it is); token and repository are checked now, before
         # any training
         args, self.push_tickets = own_training_args(args, timm_model=self.family.library == "timm")
+        args, self.precision = choose_precision(args, model, fast=fast, channels_last=channels_last)
+        if self.precision.channels_last:
+            to_channels_last(model)
         if self.push_tickets:
             check_push_access(args.hub_model_id or Path(args.output_dir).name, token=args.hub_token,
                               private=args.hub_private_repo)
         super().__init__(model=model, args=args, **kwargs)
         _refuse_unsupported_parallelism(self.args)
+        if self.is_world_process_zero():
+            logger.info("%s", self.precision.describe())
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched > 1 and self.args.world_size != launched:
             raise ValueError(f"launched as {launched} processes but TrainingArguments sees world size "
@@ -195,7 +205,8 @@ class LotteryTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self._is_hf_model:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        logits = model(inputs["pixel_values"])
+        pixels = inputs["pixel_values"]
+        logits = model(channels_last_batch(pixels) if self.precision.channels_last else pixels)
         loss = F.cross_entropy(logits, inputs["labels"])
         return (loss, {"logits": logits}) if return_outputs else loss
 
@@ -636,7 +647,7 @@ class LotteryTrainer(Trainer):
         training = {k: v for k, v in self.args.to_dict().items() if k not in FREE_TRAINING_ARGUMENTS}
         arguments = self.run_info.get("arguments") or {}
         return {"training": training, "processes": {"world_size": self.args.world_size},
-                **{k: dict(v) for k, v in arguments.items()}}
+                "precision": self.precision.locked(), **{k: dict(v) for k, v in arguments.items()}}
 
     def run_config(self, total_steps: int) -> dict:
         return {
@@ -647,6 +658,7 @@ class LotteryTrainer(Trainer):
             "prunable": self.prunable,
             "info": {k: v for k, v in self.run_info.items() if k != "arguments"},
             "settings": self.locked_settings(),
+            "precision": self.precision.to_dict(),  # what --fast chose and why (bf16 and layout are locked)
             "command": self.run_info.get("command") or _command_line(),
             "training": {"steps_per_level": total_steps, "seed": self.args.seed,
                          "learning_rate": self.args.learning_rate, "optim": str(self.args.optim),
