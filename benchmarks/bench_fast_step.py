@@ -32,7 +32,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("fp32", "channels_last", "bf16", "bf16+channels_last")
-TARGET = {"variant": "bf16+channels_last", "size": 32, "ratio": 0.55}
+# issue 22's target, stated for the ResNet-20 step its table measured (this machine: AVX512-BF16, one thread)
+TARGET = {"model": "resnet20_cifar", "variant": "bf16+channels_last", "size": 32, "ratio": 0.55}
 
 
 def _sync(device) -> None:
@@ -173,12 +174,14 @@ def main(argv=None) -> int:
     print("ms per step (median), and in brackets the median per-cycle ratio to fp32:")
     print()
     print(table(results))
-    met = [r for r in results if r["image_size"] == TARGET["size"]]
-    for r in met:
+    print()
+    for r in results:
         ratio = r["variants"].get(TARGET["variant"], {}).get("ratio")
-        if ratio is not None:
-            print(f"\n{r['model']} at {TARGET['size']} px, {TARGET['variant']} / fp32: {ratio:.3f} "
-                  f"(target <= {TARGET['ratio']}: {'met' if ratio <= TARGET['ratio'] else 'NOT met'})")
+        if ratio is None or r["image_size"] != TARGET["size"]:
+            continue
+        verdict = (f"target <= {TARGET['ratio']}: {'met' if ratio <= TARGET['ratio'] else 'NOT met'}"
+                   if r["model"] == TARGET["model"] else "no target")
+        print(f"{r['model']} at {TARGET['size']} px, {TARGET['variant']} / fp32: {ratio:.3f} ({verdict})")
     print(f"load average {os.getloadavg()[0]:.2f}")
     return 0
 

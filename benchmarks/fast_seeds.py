@@ -7,7 +7,7 @@ prints, per figure, the mean ± sample standard deviation over seeds of each mod
 largest difference between two seeds of one mode, the larger of the two modes), the difference of the means,
 and whether it lies within the spread:
 
-* the final accuracy (last level) and the accuracy of every level;
+* the final accuracy (last level), the mean accuracy of the pruned levels, and the accuracy of every level;
 * the ticket density: the sparsest level within one accuracy point of the dense network;
 * the flow's eigenvalue λ of every stage (``IMPFlow.eigenvalues("stage")``, all levels).
 
@@ -97,6 +97,7 @@ def figures(path: Path) -> dict:
     rows = result.rows()
     out = {f"accuracy level {r['level']}": r["eval_accuracy"] for r in rows}
     out["final accuracy"] = rows[-1]["eval_accuracy"]
+    out["mean accuracy, levels 1-N"] = sum(r["eval_accuracy"] for r in rows[1:]) / max(1, len(rows) - 1)
     best = result.best_ticket(0.01)
     out["ticket density"] = best["density"] if best else float("nan")
     with warnings.catch_warnings():
@@ -114,7 +115,8 @@ def report(a) -> str:
         raise SystemExit(f"need at least 2 finished seeds per mode, have {({m: len(v) for m, v in data.items()})}")
     base, others = a.modes[0], a.modes[1:]
     keys = [k for k in data[base][0] if k != "train_runtime_s"]
-    key_order = [k for k in keys if k.startswith("λ")] + ["final accuracy", "ticket density"] + \
+    key_order = [k for k in keys if k.startswith("λ")] + ["final accuracy", "mean accuracy, levels 1-N",
+                                                          "ticket density"] + \
         [k for k in keys if k.startswith("accuracy level")]
     lines = []
     for other in others:
