@@ -17,6 +17,7 @@ with AVX512-BF16/AMX bf16 autocast + channels-last), ``cl`` (``--fast off --chan
 
     .venv/bin/python benchmarks/fast_seeds.py --run --seeds 0 1 2 --modes fp32 fast --jobs 2
     .venv/bin/python benchmarks/fast_seeds.py --report --seeds 0 1 2 --modes fp32 fast
+    .venv/bin/python benchmarks/fast_seeds.py --run --report --root runs/fast-seeds-20 -- --levels 20  # 20 levels
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def finished(a, mode: str, seed: int) -> bool:
     d = RunDir(run_dir(a, mode, seed))
     if not d.is_run():
         return False
-    levels = int(d.read_config().get("levels", 0))
+    levels = int(a.extra[a.extra.index("--levels") + 1]) if "--levels" in a.extra else \
+        int(d.read_config().get("levels", 0))
     return all(d.is_complete(n) for n in range(levels + 1)) and d.summary_md.is_file()
 
 
