@@ -63,6 +63,7 @@ class Variant:
         self.enforcer = MaskEnforcer(self.model, self.mask)
         self.enforcer.apply()
         self.times: list[float] = []
+        self.losses: list = []
 
     def step(self) -> float:
         import torch
@@ -78,13 +79,21 @@ class Variant:
         self.enforcer.apply()
         self.opt.zero_grad(set_to_none=True)
         _sync(self.device)
-        return time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.losses.append(loss.detach())
+        return dt
 
     def check(self) -> None:
+        import torch
+
         params = dict(self.model.named_parameters())
+        losses = [float(v) for v in self.losses]
+        bad = [n for n, p in params.items() if not torch.isfinite(p.detach()).all()]
+        if bad or not all(map(lambda v: v == v and abs(v) != float("inf"), losses)):
+            raise RuntimeError(f"{self.name}: training diverged (losses {losses}; non-finite weights in {bad[:3]})")
         revived = [n for n, m in self.mask.items() if params[n].detach()[~m].any()]
         if revived:
-            raise RuntimeError(f"{self.name}: pruned weights revived in {revived[:3]}")
+            raise RuntimeError(f"{self.name}: pruned weights revived in {revived[:3]} (losses {losses})")
         import torch
 
         if {p.dtype for p in params.values()} != {torch.float32}:
