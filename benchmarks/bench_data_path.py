@@ -58,8 +58,8 @@ def measure(a) -> dict:
     from torch.utils.data import DataLoader, RandomSampler
 
     import lottery_rg  # noqa: F401
-    from lottery_rg.models.cifar_resnet import CIFAR_MEAN, CIFAR_STD
     from lottery_rg.models.families import prunable_parameters
+    from lottery_rg.models.resnet import CIFAR_MEAN, CIFAR_STD
     from lottery_rg.pruning.masks import MaskEnforcer, next_mask
     from lottery_rg.tasks.image import ImageTransform, embedded_digits
     from lottery_rg.tasks.tensor_images import tensor_image_splits

@@ -106,7 +106,7 @@ def measure(model_name: str, size: int, *, batch: int = 64, cycles: int = 12, wa
     import timm
     import torch
 
-    import lottery_rg.models.cifar_resnet  # noqa: F401  (registers resnet20_cifar)
+    import lottery_rg.models  # noqa: F401  (registers resnet20_cifar)
     from lottery_rg.models.families import prunable_parameters
     from lottery_rg.pruning.masks import magnitude_prune
 

@@ -1,4 +1,4 @@
-"""One global magnitude-pruning step: ``lottery_rg.masks.next_mask`` vs ``torch.nn.utils.prune``.
+"""One global magnitude-pruning step: ``lottery_rg.pruning.masks.next_mask`` vs ``torch.nn.utils.prune``.
 
 The prunable tensors are shaped like BERT-base's (per layer Q, K, V, attention output
 768x768, intermediate 3072x768, output 768x3072; plus the pooler 768x768: 85.5 M float32

@@ -34,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ---------------------------------------------------------------------------- worker: common
 def load_data(a):
-    from lottery_rg.models.cifar_resnet import CIFAR_MEAN, CIFAR_STD
+    from lottery_rg.models.resnet import CIFAR_MEAN, CIFAR_STD
     from lottery_rg.tasks.image import embedded_digits
     from lottery_rg.tasks.tensor_images import tensor_image_splits
 
@@ -168,11 +168,11 @@ def run_lottery(a, train, test, collate, timing, out_dir):
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(StepTimer())
     timing["setup_trainer"] = time.perf_counter() - timing.pop("_t_setup")
-    if a.gc_freeze:  # what run_imp could do: later full collections skip every object that exists now
-        import gc
+    import gc
 
+    if a.gc_freeze:  # a collection first: the frozen heap then holds no garbage
         gc.collect()
-        gc.freeze()
+    gc.freeze()  # what examples/run_imp.py does: later full collections skip every object that exists now
     result = trainer.run_imp()
     return {"accuracy": [r["metrics"].get("eval_accuracy") for r in result.levels],
             "final_density": result.levels[-1]["density"]}
@@ -184,7 +184,7 @@ def worker(a) -> None:
 
     t_imp = time.perf_counter()
     freeze = a.worker == "floor" and a.floor_freeze
-    if freeze:  # what examples/run_imp.py and run_imp() do: no collections during the imports, then a frozen heap
+    if freeze:  # what examples/run_imp.py does: no collections during the imports, then a frozen heap
         gc.disable()
     exec(IMPORTS[a.worker])  # each variant imports only what it uses (the floor: no transformers, no Trainer)
     if freeze:
@@ -350,7 +350,7 @@ def demo_settings(a) -> None:
 
 # What each worker imports before it loads the data: the floor needs torch, timm, datasets (the digits) and three
 # small lottery_rg modules; LotteryTrainer needs the same plus transformers' Trainer and the rest of lottery_rg.
-_DATA_IMPORTS = ("import torch, timm, datasets; import lottery_rg.models.cifar_resnet, lottery_rg.models.families, "
+_DATA_IMPORTS = ("import torch, timm, datasets; import lottery_rg.models.resnet, lottery_rg.models.families, "
                  "lottery_rg.tasks.image, lottery_rg.tasks.tensor_images")
 IMPORTS = {"floor": _DATA_IMPORTS, "lottery": _DATA_IMPORTS + "; from lottery_rg import LotteryTrainer"}
 
@@ -385,7 +385,7 @@ def parse(argv=None):
                         "side with --side-by-side); --floor-fast adds the floor in bf16 + channels-last")
     p.add_argument("--floor-fast", action="store_true", help="with --fast-vs-fp32: also the floor in bf16 + channels-last")
     p.add_argument("--gc-freeze", action="store_true",
-                   help="LotteryTrainer: gc.collect(); gc.freeze() before run_imp() (which since 2026-11-27 freezes the heap itself, without the collect)")
+                   help="LotteryTrainer: gc.collect() before the gc.freeze() that precedes run_imp() (as examples/run_imp.py freezes the heap, without the collect)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
     p.add_argument("--schedule", choices=("linear", "cosine"), default="linear")
@@ -400,7 +400,7 @@ def parse(argv=None):
                         "own core (swapped every repeat), so that both see the same machine; a shared VM's speed "
                         "drifts by several per cent between minutes")
     p.add_argument("--floor-freeze", action="store_true",
-                   help="give the floor lottery_rg's garbage-collector handling too (no collections while importing, "
+                   help="give the floor examples/run_imp.py's garbage-collector handling too (no collections while importing, "
                         "then gc.freeze()), to see how much of the comparison that handling is")
     p.add_argument("--worker", choices=("floor", "lottery"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)

@@ -75,7 +75,7 @@ def make_data(kind: str, image_size: int, n: int, seed: int) -> TensorImages:
                             torch.randint(0, 10, (n,), generator=g))
     import numpy as np
 
-    from lottery_rg.models.cifar_resnet import CIFAR_MEAN, CIFAR_STD
+    from lottery_rg.models.resnet import CIFAR_MEAN, CIFAR_STD
     from lottery_rg.tasks.image import embedded_digits
 
     train = embedded_digits(image_size=image_size)["train"]

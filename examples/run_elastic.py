@@ -13,16 +13,19 @@ The experiment itself is :mod:`lottery_rg.branches.experiment`; this script pars
 Writes ``results.csv``, ``summary.md`` and ``elastic_accuracy_vs_density.png``; re-running skips finished work.
 """
 
+import gc
 import logging
 
-from lottery_rg import imports_without_collection
-
-with imports_without_collection(freeze=True):  # start-up without garbage collections over torch's objects
+gc.disable()  # start-up without garbage collections over the ~10^6 objects torch and transformers import
+try:
     from transformers import TrainingArguments
 
     from lottery_rg import DataArguments, LotteryArguments
     from lottery_rg.branches.experiment import ElasticArguments, run_elastic_experiment
     from lottery_rg.training.arguments import parse_args
+finally:
+    gc.freeze()  # they live as long as the program: out of every later collection's view
+    gc.enable()
 
 
 def main(argv=None):

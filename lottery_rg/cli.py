@@ -1,5 +1,5 @@
 """Command lines: ``lottery-rg flow RUN ...`` (the RG analysis of a run) and ``lottery-rg stability RUN ...``
-(linear-mode-connectivity results), also as ``python -m lottery_rg.flow`` and ``python -m lottery_rg.stability``.
+(linear-mode-connectivity results), also as ``python -m lottery_rg flow ...`` / ``python -m lottery_rg stability``.
 
 The IMP job itself is ``examples/run_imp.py`` (an ``accelerate launch`` script in the style of the
 transformers examples); the elastic experiment is ``examples/run_elastic.py``.
@@ -66,7 +66,7 @@ def _flow_parser(prog: str = "lottery-rg flow") -> argparse.ArgumentParser:
     return p
 
 
-def flow_main(argv: Sequence[str] | None = None, prog: str = "python -m lottery_rg.flow") -> int:
+def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") -> int:
     """RG analysis of a run or of several seeds: eigenvalues, control, comparison, Eq. 14 fit, plots."""
     args = _flow_parser(prog).parse_args(argv)
     rc = 0
@@ -187,9 +187,9 @@ def _flow_plots(args, flows, subject, table, other, fit) -> None:
         print(f"wrote {w}")
 
 
-def stability_main(argv: Sequence[str] | None = None, prog: str = "python -m lottery_rg.stability") -> int:
+def stability_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg stability") -> int:
     """The table and plot of the linear-mode-connectivity analyses of one or more runs (``lottery-rg stability``)."""
-    from .branches.stability import load_results, plot_instability, stability_table
+    from .stability import load_results, plot_instability, stability_table
 
     ap = argparse.ArgumentParser(prog=prog,
                                  description="Linear-mode-connectivity results of one or more IMP runs (computed by "

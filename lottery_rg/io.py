@@ -210,8 +210,19 @@ def check_safetensors(path: str | os.PathLike, shapes: dict[str, tuple] | None =
 
 
 def card_template(name: str) -> str:
-    """Path of a model- or data-set-card template shipped in ``model_cards/`` (tickets and flows)."""
-    path = Path(__file__).resolve().parents[1] / "model_cards" / name
+    """Path of a model- or data-set-card template (tickets and flows).
+
+    The templates live in the source tree's top-level ``model_cards/``; an install (a wheel, or an editable
+    install) maps that folder into the package as ``lottery_rg.model_cards``, read here through
+    ``importlib.resources``. A source tree that is only on ``sys.path`` (not installed) is read directly.
+    """
+    import importlib.resources
+
+    try:
+        folder = importlib.resources.files("lottery_rg.model_cards")
+    except ModuleNotFoundError:  # a source checkout on sys.path, not installed
+        folder = Path(__file__).resolve().parents[1] / "model_cards"
+    path = folder / name
     if not path.is_file():
-        raise FileNotFoundError(f"model card template {name} is missing from {path.parent}")
+        raise FileNotFoundError(f"model card template {name} is missing from {folder} (lottery_rg.model_cards)")
     return str(path)

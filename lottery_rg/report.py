@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from .branches.stability import plot_instability, stability_table
+import logging
+
 from .flow.plots import flow_granularities, write_plots
 from .run import RunDir
+from .stability import plot_instability, stability_table
 
 __all__ = ["write_run_summary"]
 
+logger = logging.getLogger(__name__)
+
 
 def write_run_summary(result, flow=None) -> str:
-    """Write ``summary.csv``, ``summary.md`` and the plots of a run directory; print and return the text."""
+    """Write ``summary.csv``, ``summary.md`` and the plots of a run directory; log and return the text."""
     import pandas as pd
 
     from .io import atomic_write_text
@@ -36,5 +40,5 @@ def write_run_summary(result, flow=None) -> str:
         lines += ["### Linear mode connectivity (instability to SGD noise)", "", stability_table(stability), ""]
     text = "\n".join(lines)
     atomic_write_text(run.summary_md, text + "\n")
-    print(text, flush=True)
+    logger.info("%s", text)
     return text

@@ -27,18 +27,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
+import shutil
 import socket
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .io import check_safetensors, read_json
+from .io import atomic_dir, check_safetensors, read_json, save_state, write_json
 from .plotting import markdown_table
+from .redact import without_secrets
 
-__all__ = ["RunDir", "LotteryResult", "RunLockedError", "RUN_CONFIG", "FLOW_FILE", "MASK_FILE", "MODEL_FILE",
-           "METRICS_FILE"]
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["RunDir", "LotteryResult", "RunLockedError", "last_complete_checkpoint", "drop_checkpoints_after",
+           "RUN_CONFIG", "FLOW_FILE", "MASK_FILE", "MODEL_FILE", "METRICS_FILE"]
 
 RUN_CONFIG = "lottery_config.json"
 FLOW_FILE = "flow.json"
@@ -51,6 +60,9 @@ INIT_WEIGHTS = "init.safetensors"
 REWIND_STATE = "rewind_state.json"
 _LEVEL_DIR = re.compile(r"^level_(\d+)$")
 _TIMING_SUFFIXES = ("_runtime", "_per_second", "epoch", "masked_tokens")
+CHECKPOINT_PREFIX = "checkpoint"  # transformers' PREFIX_CHECKPOINT_DIR: Trainer checkpoints are checkpoint-STEP
+
+logger = logging.getLogger(__name__)
 
 
 class RunLockedError(RuntimeError):
@@ -123,6 +135,13 @@ class RunDir:
         """Trainer checkpoints of unfinished work (a level, a retraining, a stability copy)."""
         return self.root / "checkpoints" / name
 
+    def save_tokenizer(self, tokenizer: Any) -> None:
+        """Keep the run's tokenizer in ``RUN/tokenizer`` (once), so tickets made from the run later carry it."""
+        if tokenizer is None or (self.tokenizer / "tokenizer_config.json").is_file():
+            return
+        with atomic_dir(self.tokenizer) as tmp:
+            tokenizer.save_pretrained(str(tmp))
+
     # ------------------------------------------------------------------ levels
     def level(self, n: int) -> Path:
         return self.root / f"level_{int(n):02d}"
@@ -135,6 +154,15 @@ class RunDir:
 
     def metrics(self, n: int) -> Path:
         return self.level(n) / METRICS_FILE
+
+    def write_level(self, n: int, mask: Mapping[str, torch.Tensor], model: nn.Module, record: dict) -> None:
+        """Write level ``n`` (its mask, the trained weights of ``model`` and its record) as one atomic folder."""
+        from .pruning.masks import save_mask
+
+        with atomic_dir(self.level(n)) as tmp:
+            save_mask(mask, tmp / MASK_FILE, metadata={"level": n})
+            save_state(model, tmp / MODEL_FILE, metadata={"level": n})
+            write_json(tmp / METRICS_FILE, record)
 
     def is_complete(self, n: int) -> bool:
         return self.metrics(n).is_file()
@@ -184,6 +212,51 @@ class RunDir:
     def result(self) -> LotteryResult:
         return LotteryResult(self.root, self.records())
 
+    # ------------------------------------------------------------------ the settings lock
+    def check_config(self, new: dict) -> None:
+        """Refuse to continue a run recorded with other settings: ``new`` (what this invocation would record)
+        must match ``lottery_config.json`` in the model, the lottery settings, the prunable tensors, the data,
+        every locked flag and the steps per level. The levels would otherwise mix two experiments."""
+        root, path = self.root, self.config
+        if not path.is_file():
+            if self.has_levels():
+                raise ValueError(f"{root} holds level directories but no {path.name}: not a lottery_rg run")
+            return
+        old = read_json(path)
+        old["lottery"] = {k: v for k, v in old.get("lottery", {}).items() if k not in ("levels", "push_levels")}
+        for key in ("model", "lottery", "prunable"):
+            if old.get(key) != new[key]:
+                diff = _describe_difference(old.get(key), new[key])
+                raise ValueError(f"{root} holds a lottery run with different {key} settings ({diff}); "
+                                 f"use another --output_dir or delete that one")
+        # the data a run trains on (data set, image size, sequence length…): levels must not mix two of them
+        old_data, new_data = old.get("info") or {}, new.get("info") or {}
+        shared = sorted((set(old_data) & set(new_data)) - {"command"})
+        if any(old_data[k] != new_data[k] for k in shared):
+            diff = _describe_difference({k: old_data[k] for k in shared}, {k: new_data[k] for k in shared})
+            raise ValueError(f"{root} holds a lottery run on other data ({diff}); use another --output_dir "
+                             f"or delete that one")
+        changed = _changed_settings(without_secrets(old.get("settings")), new["settings"])  # not settings
+        if changed:
+            raise ValueError(f"{root} holds a run made with other settings, and a run's settings cannot change "
+                             f"between invocations (the levels would mix two experiments):\n  "
+                             + "\n  ".join(changed)
+                             + "\nRun with the recorded values, or use another --output_dir")
+        steps = (old.get("training") or {}).get("steps_per_level")
+        if steps != new["training"]["steps_per_level"]:
+            raise ValueError(f"{root} holds a run with {steps} steps per level, this one has "
+                             f"{new['training']['steps_per_level']}; use another --output_dir")
+
+    def record_config(self, new: dict) -> None:
+        """Write ``lottery_config.json`` for a new run, or for the same run extended to more levels (fewer levels
+        only read it); a run recorded before settings were locked gets them recorded now."""
+        old = read_json(self.config) if self.config.is_file() else None
+        if old is None or old.get("levels", 0) < new["levels"] or "settings" not in old:
+            record = new if old is None else dict(old, levels=max(old.get("levels", 0), new["levels"]),
+                                                  settings=old.get("settings") or new["settings"])
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_json(self.config, record)
+
     def foreign_content(self) -> list[str]:
         """Entries of an existing folder that is not (yet) a run: what writing a run into it would mix with."""
         if not self.root.is_dir() or self.is_run():
@@ -192,7 +265,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ one writer
     @contextlib.contextmanager
-    def lock(self):
+    def lock(self) -> Iterator[RunDir]:
         """Hold the run's write lock (an OS-level ``flock``: it dies with its holder, so ``kill -9`` leaves no
         stale lock). A second holder is refused at once with the first one's PID and host."""
         import fcntl
@@ -219,7 +292,7 @@ class RunDir:
             os.close(fd)  # releases the lock
 
     # ------------------------------------------------------------------ verification
-    def verify_level(self, n: int, model=None) -> dict:
+    def verify_level(self, n: int, model: nn.Module | None = None) -> dict:
         """Check a completed level before building on it: readable files, shapes that fit ``model``, and the
         mask digest stored in its record. Returns the record; raises ``ValueError`` naming the damage."""
         from .pruning.masks import load_mask, mask_digest
@@ -240,6 +313,85 @@ class RunDir:
         except (ValueError, FileNotFoundError) as e:
             raise ValueError(f"level {n} of {self.root} is damaged: {e}. {fix[0].upper() + fix[1:]}.") from None
         return record
+
+
+    def verify_completed(self, model: nn.Module | None = None, rewind_steps: int = 0) -> dict[int, dict]:
+        """Check every completed level (:meth:`verify_level`) and the rewind point the later levels start from;
+        returns the completed levels' records."""
+        done = {n: self.verify_level(n, model) for n in self.level_numbers()}
+        if done:
+            try:
+                check_safetensors(self.rewind)
+                if rewind_steps > 0:
+                    read_json(self.rewind_state)
+            except ValueError as e:
+                raise ValueError(f"the rewind point of {self.root} is damaged: {e}. Delete {self.root} "
+                                 f"(every level depends on it) to start again") from None
+        return done
+
+
+def last_complete_checkpoint(work: str | os.PathLike) -> Path | None:
+    """The newest Trainer checkpoint in ``work`` that was written to the end, or None.
+
+    ``Trainer`` writes a checkpoint folder file by file and ``trainer_state.json`` last, so a
+    process killed while saving leaves a folder without a readable state: resuming from it
+    would fail (or worse, load half a model). Such folders are skipped.
+    """
+    work = Path(work)
+    if not work.is_dir():
+        return None
+    found = []
+    for p in work.iterdir():
+        step = p.name[len(CHECKPOINT_PREFIX) + 1:]
+        if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX + "-") and step.isdigit():
+            found.append((int(step), p))
+    for _, p in sorted(found, reverse=True):
+        try:
+            json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if any((p / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")) or \
+                any(p.glob("model*.safetensors")):
+            return p
+    return None
+
+
+def drop_checkpoints_after(work: str | os.PathLike, last: Path | None) -> None:
+    """Remove the checkpoint folders in ``work`` newer than ``last`` (half-written by a kill), so a resumed
+    Trainer never mixes them in."""
+    work = Path(work)
+    if not work.is_dir():
+        return
+    keep = -1 if last is None else int(last.name.split("-")[1])
+    for p in work.glob(CHECKPOINT_PREFIX + "-*"):
+        step = p.name.split("-")[1]
+        if p.is_dir() and step.isdigit() and int(step) > keep:
+            logger.warning("removing incomplete checkpoint %s (interrupted while saving)", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _describe_difference(old, new) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        parts = [f"{k}: {old.get(k)!r} on disk vs {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
+        return "; ".join(parts[:4])
+    if isinstance(old, list) and isinstance(new, list):
+        return f"{len(old)} prunable tensors on disk vs {len(new)} now"
+    return f"{old!r} vs {new!r}"
+
+
+def _changed_settings(old: dict | None, new: dict) -> list[str]:
+    """One line per locked setting whose recorded value differs from this invocation's."""
+    if not old:
+        return []
+    lines = []
+    for group in sorted(set(old) | set(new)):
+        a, b = old.get(group) or {}, new.get(group) or {}
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                name = "number of processes" if group == "processes" else f"--{key}"
+                lines.append(f"{name}: {a.get(key)!r} recorded, {b.get(key)!r} now")
+    return lines
 
 
 def _check_fits(path: Path, found: dict, state: dict) -> None:

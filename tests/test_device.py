@@ -273,7 +273,7 @@ def test_elastic_transfer_stays_on_the_source_device():
 
 
 def test_interpolation_on_the_device():
-    from lottery_rg.branches.stability import interpolate_state
+    from lottery_rg.stability import interpolate_state
 
     a = {"w": torch.randn(5, device=DEVICE), "n": torch.tensor(3, device=DEVICE)}
     b = {"w": torch.randn(5), "n": torch.tensor(7)}  # a state read onto the CPU

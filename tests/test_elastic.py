@@ -17,9 +17,9 @@ from lottery_rg.models.families import family_of
 from lottery_rg.pruning.masks import mask_density, next_mask
 
 
-def make_ticket(arch="resnet20_cifar", levels=3, seed=0, with_flow=False):
+def make_ticket(arch="resnet20_cifar", levels=3, seed=0, with_flow=False, model_kwargs=None):
     torch.manual_seed(seed)
-    model = timm.create_model(arch)
+    model = timm.create_model(arch, **(model_kwargs or {}))
     with torch.no_grad():  # give BatchNorm buffers distinct values so that travelling buffers are visible
         for _, buf in model.named_buffers():
             if buf.dtype.is_floating_point:

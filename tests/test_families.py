@@ -3,8 +3,8 @@ import timm
 import torch
 
 import lottery_rg  # noqa: F401  (registers the CIFAR ResNets)
-from lottery_rg.models.cifar_resnet import CIFAR_RESNET_DEPTHS
 from lottery_rg.models.families import family_of, get_family, prunable_parameters
+from lottery_rg.models.resnet import CIFAR_RESNET_DEPTHS
 
 
 @pytest.mark.parametrize("depth", sorted(CIFAR_RESNET_DEPTHS))
@@ -77,6 +77,6 @@ def test_unknown_models_get_a_clear_error():
     with pytest.raises(ValueError, match="no model-family description for Sequential"):
         family_of(torch.nn.Sequential(torch.nn.Linear(2, 2)))
     with pytest.raises(ValueError, match="unknown model family"):
-        get_family("vgg")
+        get_family("no_such_family")
     with pytest.raises(ValueError, match="unknown timm model"):
         get_family("resnet").build({"architecture": "resnet21_cifar"})

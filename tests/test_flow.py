@@ -1,4 +1,4 @@
-"""IMP flow (SCIENCE §2): M_i(n), eigenvalues, classes, comparison, persistence, plots and CLI."""
+"""IMP flow (Redman et al. 2022, Eq. 13): M_i(n), eigenvalues, classes, comparison, persistence, plots and CLI."""
 
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ def test_collapsed_unit_flagged_and_pairs_skipped():
     assert "M reached 0 at level 2" in t.to_markdown()
 
 
-TABLE2 = {  # seed 001 Table 2 (ResNet-50, simCLR pre-training)
+TABLE2 = {  # Redman et al. 2022, Table 2 (ResNet-50, simCLR pre-training)
     "ImageNet": ([(1.15, 0.01), (1.09, 0.02), (1.02, 0.01), (0.95, 0.02)],
                  ["relevant", "relevant", "relevant", "irrelevant"]),
     "CIFAR-10": ([(1.11, 0.01), (1.06, 0.01), (1.01, 0.01), (0.98, 0.002)],

@@ -1,5 +1,5 @@
 """Flow statistics (issue 14): seeds pooled, standard errors of λ, comparisons that say what they compare,
-stage-only normalisation (Table 2 of seed 001) and the untrained control from θ_0 or θ_k."""
+stage-only normalisation (Redman et al. 2022, Table 2) and the untrained control from θ_0 or θ_k."""
 
 from __future__ import annotations
 

@@ -13,8 +13,12 @@ SECTIONS = ("pytest", "imp_resume", "step_ratio", "global_prune", "imp_throughpu
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_on_cpu(tmp_path):
-    p = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick", "--out",
-                        str(tmp_path)], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    """Through ``gpu_check.sh`` (its install step, then gpu_check.py) with this environment's Python: the floor
+    environment runs it too, at the GPU image's transformers 5.17 and accelerate 1.15."""
+    env = {**subprocess_env(), "PYTHON": PYTHON, "OUT": str(tmp_path), "GPU_CHECK_TIMEOUT": "880"}
+    p = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--quick"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert "MISSING" not in (tmp_path / "install.log").read_text()
     assert (tmp_path / "gpu_check.json").is_file(), p.stdout[-3000:] + p.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert (tmp_path / "gpu_check.md").read_text().startswith("# lottery_rg GPU check")

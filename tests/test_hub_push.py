@@ -89,14 +89,14 @@ def test_a_refused_token_fails_before_training(hub, tmp_path):
 
 
 def test_fsdp_and_deepspeed_are_refused(monkeypatch, tmp_path):
-    from lottery_rg.training.trainer import _refuse_unsupported_parallelism
+    from lottery_rg.training.launch import check_parallelism
 
     ns = type("A", (), {"fsdp": "full_shard", "deepspeed": None})()
     with pytest.raises(ValueError, match="FSDP.*sharded"):
-        _refuse_unsupported_parallelism(ns)
+        check_parallelism(ns)
     ns = type("A", (), {"fsdp": [], "deepspeed": "ds.json"})()
     with pytest.raises(ValueError, match="DeepSpeed.*sharded"):
-        _refuse_unsupported_parallelism(ns)
+        check_parallelism(ns)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(ValueError, match="FSDP"):
         make_trainer(tmp_path, {"levels": 1})
@@ -160,7 +160,8 @@ def test_a_bert_ticket_carries_its_tokenizer(tmp_path):
     from lottery_rg.tasks.mlm import prepare_mlm_task
     from lottery_rg.training.arguments import DataArguments, ModelArguments
 
-    setup = prepare_mlm_task(ModelArguments(model_name_or_path="embedded-bert", bert_layers=2, bert_hidden_size=64),
+    setup = prepare_mlm_task(ModelArguments(model_name_or_path="embedded-bert",
+                                            model_kwargs={"num_hidden_layers": 2, "hidden_size": 64}),
                              DataArguments(max_seq_length=64, max_train_samples=64, max_eval_samples=16), seed=0)
     args = training_args(tmp_path / "run", learning_rate=1e-3, optim="adamw_torch", optim_args=None,
                          per_device_train_batch_size=16)

@@ -48,7 +48,7 @@ def _set(path, value):
 @pytest.mark.parametrize("path, value, message", [
     (("lottery_rg", "model_args", "checkpoint_path"), "/etc/passwd", "checkpoint_path"),
     (("lottery_rg", "model_args", "pretrained_cfg_overlay"), {"file": "/tmp/x.pth"}, "pretrained_cfg_overlay"),
-    (("lottery_rg", "model_args", "drop_rate"), 0.5, "may only set 'layers'"),
+    (("lottery_rg", "model_args", "drop_rate"), 0.5, r"may only set \[.layers.\]"),
     (("lottery_rg", "model_args", "layers"), [5000, 2, 2], r"layers\[i\] must be an integer in \[1, 1000\]"),
     (("lottery_rg", "num_classes"), 10**9, "num_classes must be an integer"),
     (("lottery_rg", "in_chans"), 100, "in_chans must be an integer"),
@@ -67,16 +67,29 @@ def test_hostile_configs_are_refused_before_anything_is_built(folder, tmp_path, 
 
 def test_masks_must_name_exactly_the_prunable_tensors(folder, tmp_path):
     d = _variant(folder, tmp_path, edit_mask=lambda m: m.update({"bn1.weight": torch.ones(16, dtype=torch.bool)}))
-    with pytest.raises(ValueError, match=r"not prunable.*bn1\.weight"):
+    with pytest.raises(ValueError, match=r"not name exactly the prunable tensors.*extra \['bn1\.weight'\]"):
         LotteryTicket.from_pretrained(d)
     shutil.rmtree(d)
     d = _variant(folder, tmp_path, edit_mask=lambda m: m.pop("fc.weight"))
     with pytest.raises(ValueError, match=r"missing \['fc\.weight'\]"):
         LotteryTicket.from_pretrained(d)
     shutil.rmtree(d)
-    d = _variant(folder, tmp_path, edit_config=lambda c: c["lottery_rg"]["prunable"].append("bn1.weight"))
-    with pytest.raises(ValueError, match=r"prunable names tensors that are not prunable.*bn1\.weight"):
+    d = _variant(folder, tmp_path, edit_config=lambda c: c["lottery_rg"]["prunable"].append("nope.weight"))
+    with pytest.raises(ValueError, match=r"prunable names tensors that are not parameters.*nope\.weight"):
         LotteryTicket.from_pretrained(d)
+
+
+def test_a_ticket_with_its_own_prunable_set_loads(tmp_path):
+    """--prune_include chooses tensors the family would not prune (here BatchNorm weights too): the recorded
+    prunable set, not the family's default, is what the mask is checked against."""
+    torch.manual_seed(0)
+    model = timm.create_model("resnet14_cifar", num_classes=10)
+    names = prunable_parameters(model, include=[r"conv\d\.weight$", r"bn\d\.weight$"])
+    assert "bn1.weight" in names and "fc.weight" not in names
+    mask = {n: torch.rand_like(p) > 0.5 for n, p in model.named_parameters() if n in names}
+    LotteryTicket(model, mask, level=1).save_pretrained(tmp_path / "t")
+    loaded = LotteryTicket.from_pretrained(tmp_path / "t")
+    assert sorted(loaded.mask) == sorted(names) and all(torch.equal(loaded.mask[n], mask[n]) for n in names)
 
 
 def test_bert_sizes_are_bounded():

@@ -14,7 +14,7 @@ from lottery_rg.run import RunDir
 from lottery_rg.tasks.mlm import prepare_mlm_task
 from lottery_rg.training.arguments import DataArguments, ModelArguments
 
-TINY = dict(model_name_or_path="embedded-bert", bert_layers=2, bert_hidden_size=64)
+TINY = dict(model_name_or_path="embedded-bert", model_kwargs={"num_hidden_layers": 2, "hidden_size": 64})
 DATA = dict(max_seq_length=64, max_train_samples=96, max_eval_samples=32)
 
 

@@ -1,4 +1,5 @@
-"""``import lottery_rg`` is cheap and lazy; the API, the old module paths and the CIFAR ResNets in timm still work.
+"""``import lottery_rg`` is cheap and lazy; the API works; ``import lottery_rg.models`` registers the CIFAR models in
+timm the way ``import timm`` registers timm's own; no old module path and no import hook is left.
 
 Each check runs in a fresh interpreter (what is imported depends on what was imported before).
 No wall-clock times are asserted: only *which* modules an import loads.
@@ -46,16 +47,27 @@ def test_public_api_and_star_import():
     assert out.startswith("[]")
 
 
-def test_cifar_resnets_registered_when_timm_comes_after():
-    out = run("import lottery_rg, timm\n"
+def test_cifar_models_registered_when_timm_comes_after():
+    out = run("import lottery_rg.models, timm\n"
               "m = timm.create_model('resnet20_cifar')\n"
               "print(sorted(timm.list_models('*_cifar')))")
     assert "resnet20_cifar" in out and "resnet110_cifar" in out
 
 
-def test_cifar_resnets_registered_when_timm_came_first():
-    out = run("import timm, lottery_rg\nprint(timm.list_models('resnet20_cifar'))")
+def test_cifar_models_registered_when_timm_came_first():
+    out = run("import timm, lottery_rg.models\nprint(timm.list_models('resnet20_cifar'))")
     assert "resnet20_cifar" in out
+
+
+def test_import_lottery_rg_leaves_the_import_system_and_the_collector_alone():
+    out = run("import gc, sys\n"
+              "finders = list(sys.meta_path)\n"
+              "import lottery_rg\n"
+              "untouched = sys.meta_path == finders\n"
+              "lottery_rg.IMPFlow, lottery_rg.LotteryTicket, lottery_rg.LotteryTrainer\n"
+              "ours = [f for f in sys.meta_path + sys.path_hooks if type(f).__module__.startswith('lottery_rg')]\n"
+              "print(untouched, ours, gc.isenabled(), gc.get_freeze_count())")
+    assert out == "True [] True 0"
 
 
 def test_building_a_model_registers_them():
@@ -65,16 +77,10 @@ def test_building_a_model_registers_them():
     assert out == "CifarResNet 272474"
 
 
-def test_old_module_paths_still_work():
-    out = run("import warnings\n"
-              "with warnings.catch_warnings(record=True) as w:\n"
-              "    warnings.simplefilter('always')\n"
-              "    from lottery_rg.masks import next_mask\n"
-              "    import lottery_rg.trainer as t\n"
-              "from lottery_rg.pruning.masks import next_mask as n2\n"
-              "assert next_mask is n2 and t.LotteryTrainer.__name__ == 'LotteryTrainer'\n"
-              "print(sum(issubclass(x.category, DeprecationWarning) for x in w))")
-    assert int(out) >= 2
+@pytest.mark.parametrize("old", ["lottery_rg.masks", "lottery_rg.trainer", "lottery_rg.branches.stability",
+                                 "lottery_rg.models.cifar_resnet", "lottery_rg.flow.__main__"])
+def test_old_module_paths_are_gone(old):
+    assert run(f"import importlib.util\nprint(importlib.util.find_spec({old!r}) is None)") == "True"
 
 
 @pytest.mark.parametrize("name", ["LotteryTrainer", "LotteryTicket", "IMPFlow"])
@@ -89,25 +95,3 @@ def test_unknown_attribute_is_an_attribute_error(name):
 def test_the_trainer_loads_no_plotting_library():
     """matplotlib (0.4 s) is imported by the first figure, not by a training run or a ticket load."""
     assert loaded_packages("from lottery_rg import LotteryTrainer, LotteryTicket, IMPFlow", ("matplotlib",)) == []
-
-
-def test_imports_without_collection_pauses_and_restores_the_collector():
-    out = run("import gc, json\n"
-              "from lottery_rg import imports_without_collection\n"
-              "seen = []\n"
-              "gc.callbacks.append(lambda phase, info: seen.append(info['generation']) if phase == 'start' else None)\n"
-              "def cycles(n):\n"
-              "    for _ in range(n):\n"
-              "        a = []; a.append(a)\n"
-              "with imports_without_collection():\n"
-              "    before = len(seen)\n"
-              "    cycles(200_000)\n"
-              "    inside = len(seen) - before\n"
-              "enabled_after = gc.isenabled()\n"
-              "cycles(200_000)\n"
-              "outside = len(seen) - before\n"
-              "gc.disable()\n"
-              "with imports_without_collection(freeze=True):\n"
-              "    import json as _  # noqa\n"
-              "print(json.dumps([inside, enabled_after, outside > inside, gc.isenabled(), gc.get_freeze_count() > 0]))")
-    assert json.loads(out) == [0, True, True, False, True]

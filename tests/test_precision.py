@@ -22,7 +22,7 @@ from transformers import TrainerCallback, TrainingArguments
 from utils import PYTHON, ROOT, digits, image_setup, reference_global_prune, subprocess_env, training_args
 
 from lottery_rg import IMPFlow, LotteryArguments, LotteryTrainer, RunDir
-from lottery_rg.models.cifar_resnet import CIFAR_MEAN, CIFAR_STD
+from lottery_rg.models.resnet import CIFAR_MEAN, CIFAR_STD
 from lottery_rg.pruning.masks import MaskEnforcer, load_mask, surviving
 from lottery_rg.tasks.tensor_images import crop_flip, is_channels_last, tensor_image_splits
 from lottery_rg.training import precision
@@ -129,6 +129,9 @@ def test_fast_auto_chooses_by_device_and_model(tmp_path, monkeypatch):
     from transformers import BertConfig, BertForMaskedLM
 
     resnet = timm.create_model("resnet14_cifar", num_classes=10)
+    vgg = timm.create_model("vgg11_cifar", num_classes=10)
+    # a ViT has one 2-D convolution (the patch embedding), but its family is not a convolutional network
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, num_classes=10)
     bert = BertForMaskedLM(BertConfig(num_hidden_layers=1, hidden_size=32, intermediate_size=64,
                                       num_attention_heads=2, vocab_size=100))
     args = training_args(tmp_path)
@@ -138,15 +141,18 @@ def test_fast_auto_chooses_by_device_and_model(tmp_path, monkeypatch):
         assert (new.bf16, new.mixed_precision == "bf16", p.bf16, p.channels_last) == (native, native, native, True)
         assert "test says so" in p.reason and ("bf16 because" if native else "fp32 because") in p.reason
         assert args.bf16 is False, "the caller's arguments are left as they were"
-        _, p = precision.choose_precision(args, bert, fast="auto")
-        assert p.channels_last is False and "no 2-D convolution" in p.reason
+        assert precision.choose_precision(args, vgg, fast="auto")[1].channels_last is True
+        for model in (bert, vit):
+            _, p = precision.choose_precision(args, model, fast="auto")
+            assert p.channels_last is False and "not a convolutional network" in p.reason
     # explicit choices stay; "off" changes nothing
     new, p = precision.choose_precision(training_args(tmp_path, bf16=True), resnet, fast="auto")
     assert new.bf16 and p.bf16 and "asked for" in p.reason
     new, p = precision.choose_precision(args, resnet, fast="off")
     assert (new.bf16, p.bf16, p.channels_last) == (False, False, False) and new is args
-    with pytest.raises(ValueError, match="--channels_last applies to convolutional networks"):
-        precision.choose_precision(args, bert, channels_last=True)
+    for model, family in ((bert, "bert"), (vit, "vit")):
+        with pytest.raises(ValueError, match=f"--channels_last applies to convolutional families.*{family} family"):
+            precision.choose_precision(args, model, channels_last=True)
     with pytest.raises(ValueError, match="--fast must be one of"):
         ModelArguments(fast="max")
 

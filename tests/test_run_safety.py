@@ -15,6 +15,7 @@ from transformers import TrainerCallback
 from utils import PYTHON, ROOT, make_trainer, subprocess_env, training_args
 
 from lottery_rg import DataArguments, IMPFlow, LotteryArguments, LotteryTrainer, ModelArguments, RunDir
+from lottery_rg.models import get_family
 from lottery_rg.run import RunLockedError
 from lottery_rg.tasks import prepare_task
 
@@ -166,7 +167,10 @@ def test_a_foreign_folder_is_refused_and_left_untouched(tmp_path):
     (lambda: DataArguments(image_size=0), "--image_size 0 is not usable"),
     (lambda: DataArguments(max_train_samples=0), "--max_train_samples 0 is not usable"),
     (lambda: DataArguments(max_eval_samples=-1), "--max_eval_samples -1 is not usable"),
-    (lambda: ModelArguments(bert_layers=0), "--bert_layers 0 is not usable"),
+    (lambda: ModelArguments(model_kwargs="{patch_size: 4}"), "--model_kwargs must be a JSON object"),
+    (lambda: get_family("bert").scratch_kwargs({"num_hidden_layers": 0}, 64),
+     r"--model_kwargs num_hidden_layers must be an integer in \[1, 1000\]"),
+    (lambda: get_family("bert").scratch_kwargs({"hidden_layers": 2}, 64), r"\['hidden_layers'\] are not BertConfig"),
     (lambda: LotteryArguments(prune_include=["("]), r"--prune_include '\(' is not a regular expression"),
     (lambda: LotteryArguments(prune_exclude=["fc[" ]), r"--prune_exclude 'fc\[' is not a regular expression"),
 ])

@@ -1,4 +1,4 @@
-"""Critical-exponent fit of Eq. 14 (SCIENCE §3)."""
+"""Critical-exponent fit of Eq. 14 (Redman et al. 2022)."""
 
 from __future__ import annotations
 

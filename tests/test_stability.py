@@ -7,15 +7,15 @@ import torch
 from torch import nn
 from utils import make_trainer
 
-from lottery_rg.branches.stability import (
+from lottery_rg.io import state_from_file
+from lottery_rg.run import RunDir
+from lottery_rg.stability import (
     InstabilityResult,
     interpolate_state,
     load_results,
     recalibrate_batchnorm,
     stability_table,
 )
-from lottery_rg.io import state_from_file
-from lottery_rg.run import RunDir
 
 
 def test_interpolation_is_exact_at_the_ends_and_linear_between():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from utils import digits
 
-from lottery_rg.models.cifar_resnet import CIFAR_MEAN, CIFAR_STD
+from lottery_rg.models.resnet import CIFAR_MEAN, CIFAR_STD
 from lottery_rg.tasks.image import ImageTransform
 from lottery_rg.tasks.tensor_images import TensorImageCollator, crop_flip, tensor_image_splits
 

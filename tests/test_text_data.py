@@ -16,6 +16,7 @@ import pytest
 import torch
 import transformers
 
+from lottery_rg.models.bert import perplexity
 from lottery_rg.tasks import text as td
 
 
@@ -363,7 +364,7 @@ def test_metrics_with_trainer_evaluate(tokenizer, tmp_path):
     assert 0.0 <= metrics["eval_accuracy"] < 0.05  # an untrained model is near chance
     n_maskable = (np.array(list(mlm["test"]["special_tokens_mask"])) == 0).sum()
     assert 0.1 * n_maskable < metrics["eval_masked_tokens"] < 0.2 * n_maskable  # ~15% of the non-special tokens
-    assert td.perplexity(metrics["eval_loss"]) == pytest.approx(math.exp(metrics["eval_loss"]))
+    assert perplexity(metrics["eval_loss"]) == pytest.approx(math.exp(metrics["eval_loss"]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -392,10 +393,10 @@ def test_preprocess_logits_reduces_to_argmax():
 
 
 def test_perplexity_caps_overflow():
-    assert td.perplexity(0.0) == 1.0
-    assert td.perplexity(math.log(20.0)) == pytest.approx(20.0)
-    assert td.perplexity(1e6) == math.inf
-    assert math.isnan(td.perplexity(float("nan")))
+    assert perplexity(0.0) == 1.0
+    assert perplexity(math.log(20.0)) == pytest.approx(20.0)
+    assert perplexity(1e6) == math.inf
+    assert math.isnan(perplexity(float("nan")))
 
 
 def test_majority_token_accuracy():

@@ -89,9 +89,10 @@ def test_rewind_restores_theta_k_exactly(tmp_path, k):
 
 def test_levels_on_disk_densities_and_masks(tmp_path):
     trainer = make_trainer(tmp_path, {"levels": 3})
-    assert gc.get_freeze_count() == 0
+    before = gc.get_freeze_count()  # 0, unless something earlier in this process froze the heap
     result = trainer.run_imp()
-    assert gc.get_freeze_count() == 0  # the run freezes the heap while it works, and gives it back as it found it
+    # the run neither freezes the heap nor unfreezes it (a library may free a few frozen objects on its own)
+    assert 0.99 * before <= gc.get_freeze_count() <= before
     assert (tmp_path / "rewind.safetensors").is_file()
     densities = []
     for level in range(4):
@@ -173,7 +174,7 @@ def test_include_exclude_patterns_choose_the_prunable_set(tmp_path):
 
 
 def test_resume_skips_checkpoints_a_kill_left_half_written(tmp_path):
-    from lottery_rg.training.trainer import last_complete_checkpoint
+    from lottery_rg.run import last_complete_checkpoint
 
     assert last_complete_checkpoint(tmp_path / "missing") is None
     for step, files in [(2, {"model.safetensors": b"w", "trainer_state.json": b"{}"}),
@@ -190,13 +191,19 @@ def test_resume_skips_checkpoints_a_kill_left_half_written(tmp_path):
     assert last_complete_checkpoint(tmp_path) is None
 
 
-def test_a_heap_the_program_froze_stays_frozen(tmp_path):
-    """examples/run_imp.py freezes what its imports made; the run must not unfreeze it before the summary."""
-    trainer = make_trainer(tmp_path, {"levels": 1})
+def test_the_trainer_leaves_the_garbage_collector_alone(tmp_path):
+    """gc.freeze() is the program's choice (examples/run_imp.py makes it); a run neither freezes nor unfreezes."""
+    trainer = make_trainer(tmp_path / "a", {"levels": 1})
+    gc.unfreeze()
+    trainer.run_imp()
+    assert gc.get_freeze_count() == 0 and gc.isenabled()  # nothing frozen by the run
+    trainer = make_trainer(tmp_path / "b", {"levels": 1})
     gc.freeze()
     try:
         frozen = gc.get_freeze_count()
         trainer.run_imp()
-        assert gc.get_freeze_count() >= frozen
+        # gc.unfreeze() would empty the permanent generation; a frozen object a library frees while the run goes
+        # on (a cache it clears: transformers 5.17 frees ~100) only leaves it
+        assert gc.get_freeze_count() >= 0.99 * frozen
     finally:
         gc.unfreeze()

@@ -193,7 +193,7 @@ def baseline_mask(kind: str, model: nn.Module, reference: Mapping[str, torch.Ten
 
 def baseline_ticket(kind: str, reference, weights: nn.Module, *, batches=None, seed: int = 0,
                     loss_fn: Callable = default_loss):
-    """A :class:`~lottery_rg.ticket.LotteryTicket` for baseline ``kind`` at ``reference``'s layerwise densities.
+    """A :class:`~lottery_rg.hub.ticket.LotteryTicket` for baseline ``kind`` at ``reference``'s layerwise densities.
 
     ``weights`` holds the dense weights the baseline starts from (the target's own rewind
     weights θ_k); ``reinit`` starts from fresh weights instead and keeps ``reference``'s mask.

@@ -1,4 +1,4 @@
-"""``ElasticTicket``: stretch or squeeze a ticket between depths of one family (E-LTH, SCIENCE §4).
+"""``ElasticTicket``: stretch or squeeze a ticket between depths of one family (Chen et al. 2021, E-LTH).
 
 A transformation is a *mapping*: for every stage, the list of source blocks that fill the
 target's block slots in order (``[0, 1, 1, 2, 2]`` turns B0 B1 B2 into B0 B1 B1 B2 B2).
@@ -11,8 +11,10 @@ tensor of the target was written.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,6 +30,7 @@ __all__ = ["ElasticTicket", "ElasticResult", "stretch_mapping", "squeeze_mapping
 STRETCH_STRATEGIES = ("interpolation", "appending")
 SQUEEZE_STRATEGIES = ("later", "interleaved", "earlier")
 StageMapping = dict[int, list[int]]
+Target = nn.Module | dict | str  # a model, an architecture description, or a name the family resolves
 
 
 def _spread(slots: int, blocks: Sequence[int]) -> dict[int, int]:
@@ -112,7 +115,7 @@ def _largest_remainder(total: int, shares: dict[str, float]) -> dict[str, int]:
 def rg_mapping(classes: Sequence[str], target_depth: int, strategy: str = "interpolation") -> list[int]:
     """RG-guided slots for one stage from the source blocks' classes (``classes[i]`` for block i).
 
-    The RG reading of E-LTH (seed 000 §3.2) predicts transfer works when the transformed
+    The RG reading of E-LTH (Redman et al. 2022, §3.2) predicts transfer works when the transformed
     ticket has the same mix of relevant / marginal / irrelevant blocks as the target's own
     ticket would; a family's tickets keep that mix per stage across depths, so the policy
     keeps each class's *share* of the non-entry blocks. Stretching gives each class its
@@ -194,11 +197,11 @@ class ElasticTicket:
     """Turns a ticket into a ticket of a deeper or shallower sibling architecture.
 
     ``ElasticTicket(ticket).stretch("resnet56_cifar")`` or ``.squeeze("resnet20_cifar")``
-    return a :class:`~lottery_rg.ticket.LotteryTicket` for the target, retrainable by
-    :class:`~lottery_rg.trainer.LotteryTrainer`; ``.last_result`` says what was done.
+    return a :class:`~lottery_rg.hub.ticket.LotteryTicket` for the target, retrainable by
+    :class:`~lottery_rg.training.trainer.LotteryTrainer`; ``.last_result`` says what was done.
     """
 
-    def __init__(self, ticket):
+    def __init__(self, ticket: LotteryTicket | str | os.PathLike):
         if isinstance(ticket, (str, bytes)) or hasattr(ticket, "__fspath__"):
             run = RunDir(ticket)
             ticket = LotteryTicket.from_run(run.root) if run.is_run() else LotteryTicket.from_pretrained(str(ticket))
@@ -208,8 +211,8 @@ class ElasticTicket:
         self.last_result: ElasticResult | None = None
 
     # ------------------------------------------------------------------ strategies
-    def stretch(self, target, strategy: str = "interpolation", replicate: Sequence[int] | None = None,
-                target_density: float | None = None):
+    def stretch(self, target: Target, strategy: str = "interpolation", replicate: Sequence[int] | None = None,
+                target_density: float | None = None) -> LotteryTicket:
         """Deeper target: replicate blocks by ``interpolation`` (B0 B1 B1 B2 B2) or ``appending`` (B0 B1 B2 B1 B2)."""
         model = self._target_model(target)
         depths = self.family.layout(model).depths()
@@ -217,15 +220,15 @@ class ElasticTicket:
                    for s, sd, td in self._stage_pairs(depths, stretch=True)}
         return self.transform(model, mapping, strategy=f"stretch/{strategy}", target_density=target_density)
 
-    def squeeze(self, target, strategy: str = "later", target_density: float | None = None):
+    def squeeze(self, target: Target, strategy: str = "later", target_density: float | None = None) -> LotteryTicket:
         """Shallower target: drop ``later`` blocks (default), ``interleaved`` ones, or ``earlier`` ones."""
         model = self._target_model(target)
         depths = self.family.layout(model).depths()
         mapping = {s: squeeze_mapping(sd, td, strategy) for s, sd, td in self._stage_pairs(depths, stretch=False)}
         return self.transform(model, mapping, strategy=f"squeeze/{strategy}", target_density=target_density)
 
-    def to(self, target, strategy: str = "interpolation", squeeze_strategy: str = "later",
-           target_density: float | None = None):
+    def to(self, target: Target, strategy: str = "interpolation", squeeze_strategy: str = "later",
+           target_density: float | None = None) -> LotteryTicket:
         """Stretch or squeeze, whichever the target's depths require (``strategy='rg'``: the RG-guided policy)."""
         model = self._target_model(target)
         if strategy == "rg":
@@ -238,8 +241,8 @@ class ElasticTicket:
         raise ValueError(f"target depths {tgt} are deeper in some stages and shallower in others than {src}; "
                          f"give an explicit mapping to transform()")
 
-    def rg_guided(self, target, strategy: str = "interpolation", target_density: float | None = None, rule=None,
-                  window: int | None = None):
+    def rg_guided(self, target: Target, strategy: str = "interpolation", target_density: float | None = None,
+                  rule: Any = None, window: int | None = None) -> LotteryTicket:
         """Replicate or drop blocks so each stage keeps its mix of relevant / marginal / irrelevant blocks.
 
         ``rule`` and ``window`` go to :meth:`IMPFlow.eigenvalues` (default: one standard deviation,
@@ -251,7 +254,7 @@ class ElasticTicket:
         mapping = {s: rg_mapping(classes[s], td, strategy) for s, _, td in self._stage_pairs(depths, stretch=None)}
         return self.transform(model, mapping, strategy=f"rg-guided/{strategy}", target_density=target_density)
 
-    def block_classes(self, rule=None, window: int | None = None) -> dict[int, list[str]]:
+    def block_classes(self, rule: Any = None, window: int | None = None) -> dict[int, list[str]]:
         """Class of every source block, per stage, from the source ticket's flow (entry blocks included)."""
         flow = self.source.flow
         if flow is None or len(flow.levels) < 3:
@@ -263,8 +266,8 @@ class ElasticTicket:
         return out
 
     # ------------------------------------------------------------------ the transformation
-    def transform(self, target, mapping: Mapping[int, Sequence[int]] | Sequence[int], *, strategy: str = "mapping",
-                  target_density: float | None = None):
+    def transform(self, target: Target, mapping: Mapping[int, Sequence[int]] | Sequence[int], *,
+                  strategy: str = "mapping", target_density: float | None = None) -> LotteryTicket:
         """Apply an explicit per-stage mapping (target slot -> source block index) and return the target ticket.
 
         ``mapping`` is ``{stage: [source index for each target block]}`` or one list used for every stage.

@@ -1,4 +1,4 @@
-"""The elastic experiment: move IMP tickets between depths and judge them against baselines (E-LTH, SCIENCE §4).
+"""The elastic experiment: move IMP tickets between depths and judge them against baselines (Chen et al. 2021).
 
 For every seed: find tickets by IMP on the source depth (or reuse a run), run IMP on each
 target as the reference, transform the source tickets of the chosen levels to every target
@@ -29,7 +29,7 @@ from ..io import atomic_write_text
 from ..plotting import density_axis, markdown_table, save_figure
 from ..run import RunDir
 from ..tasks.image import accuracy_metrics, load_image_splits, prepare_data_for_model, prepare_image_task
-from ..training.arguments import DataArguments, LotteryArguments, ModelArguments
+from ..training.arguments import DataArguments, LotteryArguments, ModelArguments, json_kwargs
 from ..training.trainer import LotteryTrainer
 from .baselines import baseline_ticket
 from .elastic import ElasticTicket
@@ -57,8 +57,12 @@ class ElasticArguments:
     methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={
         "help": f"Which tickets to train: {', '.join(METHODS)}."})
     snip_batches: int = field(default=4, metadata={"help": "Batches of data for SNIP and GraSP scores."})
+    model_kwargs: dict | str | None = field(default=None, metadata={
+        "help": "Keyword arguments of the source and target models, as JSON (e.g. '{\"channels\": [16, 32, 64, "
+                "128, 128]}' for narrower VGGs); transformed tickets keep them."})
 
     def __post_init__(self):
+        self.model_kwargs = json_kwargs(self.model_kwargs, "--model_kwargs")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
@@ -70,12 +74,13 @@ def with_args(args: TrainingArguments, **changes) -> TrainingArguments:
     return dataclasses.replace(args, **changes)
 
 
-def imp_run(arch: str, out: Path, seed: int, data_args, lottery_args, training_args) -> Path:
+def imp_run(arch: str, out: Path, seed: int, data_args, lottery_args, training_args,
+            model_kwargs: dict | None = None) -> Path:
     """IMP on ``arch`` (skipped when complete): the source of tickets or the target's reference."""
     run = out / f"seed{seed}" / "imp" / arch
     if RunDir(run).is_complete(lottery_args.levels):
         return run
-    setup = prepare_image_task(ModelArguments(model_name_or_path=arch), data_args, seed=seed)
+    setup = prepare_image_task(ModelArguments(model_name_or_path=arch, model_kwargs=model_kwargs), data_args, seed=seed)
     args = with_args(training_args, output_dir=str(run), seed=seed)
     trainer = LotteryTrainer(args=args, lottery_args=lottery_args, **setup.trainer_kwargs())
     trainer.remove_callback(PrinterCallback)  # one progress bar for the whole experiment
@@ -160,9 +165,9 @@ def run_elastic_experiment(ea: ElasticArguments, data_args: DataArguments, lotte
 def _imp_runs(ctx: _Context, seed: int, lottery_args: LotteryArguments) -> tuple[Path, dict[str, Path]]:
     """IMP on the source (its tickets) and on each target (the reference and the baselines' weights)."""
     ea = ctx.ea
-    source_run = imp_run(ea.source, ctx.out, seed, ctx.data_args, lottery_args, ctx.training_args)
+    source_run = imp_run(ea.source, ctx.out, seed, ctx.data_args, lottery_args, ctx.training_args, ea.model_kwargs)
     needs_target = any(m in ea.methods for m in ("imp", "random", "magnitude", "snip", "grasp"))
-    targets = {t: imp_run(t, ctx.out, seed, ctx.data_args, lottery_args, ctx.training_args)
+    targets = {t: imp_run(t, ctx.out, seed, ctx.data_args, lottery_args, ctx.training_args, ea.model_kwargs)
                for t in ea.targets} if needs_target else {}
     return source_run, targets
 
@@ -302,5 +307,5 @@ def write_report(out: Path, ea: ElasticArguments) -> str:
     df.drop(columns=["mapping"]).to_csv(out / "results.csv", index=False)
     text = summarize(df, out, n_targets=len(ea.targets))
     atomic_write_text(out / "summary.md", text + "\n")
-    print(text)
+    logger.info("%s", text)
     return text

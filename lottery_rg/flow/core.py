@@ -1,7 +1,7 @@
-"""The IMP flow and its renormalization-group reading (SCIENCE §2, seed 001 Eq. 13).
+"""The IMP flow and its renormalization-group reading (Redman et al. 2022, Eq. 13).
 
 Prunable weights are grouped into units i (a tensor, a residual block / encoder layer, or
-a stage; the grouping comes from :meth:`lottery_rg.families.Layout.units`). After IMP
+a stage; the grouping comes from :meth:`lottery_rg.models.families.Layout.units`). After IMP
 level n::
 
     M_i(n) = surviving weights in unit i / surviving prunable weights in the whole model
@@ -20,7 +20,7 @@ numbers count as one IMP application; the window stops at the first missing leve
 
 Classes, the eigenvalue table and comparisons live in :mod:`lottery_rg.flow.eigen`; the
 critical-exponent fit in :mod:`lottery_rg.flow.scaling`; figures in :mod:`lottery_rg.flow.plots`.
-Command line: ``lottery-rg flow RUN_DIR ...`` or ``python -m lottery_rg.flow RUN_DIR ...``.
+Command line: ``lottery-rg flow RUN_DIR ...`` or ``python -m lottery_rg flow RUN_DIR ...``.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from ..io import atomic_write_text, card_template, json_path, jsonable, read_json, state_from_file
 from ..models.families import GRANULARITIES, Layout, Unit, family_of, get_family
@@ -47,10 +48,15 @@ from ..run import FLOW_FILE, RunDir
 from .eigen import UNDETERMINED, EigenvalueTable, FlowComparison, Rule, _rule, compare_stages, compare_units
 from .uncertainty import BOOTSTRAP_SEED, N_BOOT, block_bootstrap_se, default_block_length, lag1_autocorrelation
 
+if TYPE_CHECKING:
+    import datasets
+
+    from .scaling import ScalingFit
+
 __all__ = ["SCHEMA_VERSION", "FLOW_FILE", "NORMALIZATIONS", "CONTROL_STARTS", "IMPFlow", "compare_flows"]
 
 SCHEMA_VERSION = 1
-#: denominators of M: every prunable weight (Eq. 13) or the residual stages only (Table 2 of seed 001)
+#: denominators of M: every prunable weight (Eq. 13) or the residual stages only (Redman et al. 2022, Table 2)
 NORMALIZATIONS = ("all", "stages")
 CONTROL_STARTS = ("rewind", "init")
 
@@ -77,7 +83,7 @@ class IMPFlow:
 
     ``model``: JSON description of the model (at least ``family`` and ``architecture``);
     ``tensors``: prunable tensor name -> number of elements (ordered); ``units``:
-    granularity -> list of :class:`~lottery_rg.families.Unit`; ``schedule``: the pruning
+    granularity -> list of :class:`~lottery_rg.models.families.Unit`; ``schedule``: the pruning
     schedule (prune_fraction, schedule, pruning, rewind_steps, ...); ``levels``: records
     ``{"level": n, "surviving": {tensor: count}, "metrics": {...}}`` sorted by level.
     Equality compares the JSON form (:meth:`to_dict`).
@@ -150,7 +156,7 @@ class IMPFlow:
         return cls(model=info, tensors=dict(tensors), units=units, schedule=dict(schedule or {}))
 
     @classmethod
-    def from_model(cls, model, prunable: Sequence[str], *, model_info: dict | None = None,
+    def from_model(cls, model: nn.Module, prunable: Sequence[str], *, model_info: dict | None = None,
                    schedule: dict | None = None) -> IMPFlow:
         """A flow without levels for ``model``'s ``prunable`` tensors (works on the meta device)."""
         model = getattr(model, "module", model)  # DDP
@@ -502,7 +508,7 @@ class IMPFlow:
         ``normalize="all"`` (default) divides by every surviving prunable weight.
         ``normalize="stages"`` divides by the surviving weights of the residual stages only
         and drops the units outside them (stem, head): the normalisation of the paper's
-        ResNet-50 Table 2 (seed 001), whose four stage shares sum to 1 without stem and fc.
+        ResNet-50 Table 2 (Redman et al. 2022), whose four stage shares sum to 1 without stem and fc.
         """
         counts = self.surviving(granularity)
         counts = counts[self._normalized_units(granularity, normalize)]
@@ -599,7 +605,7 @@ class IMPFlow:
         return EigenvalueTable(table, granularity, tuple(used), start, window, ddof, rule, eigen_tol, self.label,
                                normalize, method)
 
-    def compare(self, other, granularity: str = "block", *, window: int | None = None, start: int = 0,
+    def compare(self, other: IMPFlow | Any, granularity: str = "block", *, window: int | None = None, start: int = 0,
                 rule: Rule | float | None = None, ddof: int = 0, by: str = "auto", exclude_entry: bool = True,
                 labels: tuple[str, str] | None = None, relation: str = "auto", normalize: str = "all",
                 alpha: float = 0.05, **eigen_kwargs) -> FlowComparison:
@@ -608,8 +614,9 @@ class IMPFlow:
                              exclude_entry=exclude_entry, labels=labels, relation=relation, normalize=normalize,
                              alpha=alpha, **eigen_kwargs)
 
-    def critical_exponent(self, metric: str = "eval_accuracy", *, accuracy_in_percent: bool = False, **fit_kwargs):
-        """Fit Eq. 14 to this flow's levels (see :func:`lottery_rg.scaling.fit_critical_exponent`)."""
+    def critical_exponent(self, metric: str = "eval_accuracy", *, accuracy_in_percent: bool = False,
+                          **fit_kwargs: Any) -> ScalingFit:
+        """Fit Eq. 14 to this flow's levels (see :func:`lottery_rg.flow.scaling.fit_critical_exponent`)."""
         from .scaling import fit_critical_exponent, points_from_flows
 
         d, e = points_from_flows([self], metric, accuracy_in_percent=accuracy_in_percent)
@@ -660,7 +667,7 @@ class IMPFlow:
             df[c] = df[c].astype("int64")
         return df
 
-    def to_dataset(self, granularities: Sequence[str] | None = None):
+    def to_dataset(self, granularities: Sequence[str] | None = None) -> datasets.Dataset:
         """The :meth:`to_dataframe` table as a ``datasets.Dataset``."""
         import datasets
 

@@ -1,4 +1,4 @@
-"""Plots of the IMP flow (seed 001 Fig. 2), its eigenvalues, and error versus density.
+"""Plots of the IMP flow (Redman et al. 2022, Fig. 2), its eigenvalues, and error versus density.
 
 Figures are built with :class:`matplotlib.figure.Figure` and written through the Agg
 renderer, so importing this module never changes the pyplot backend. matplotlib itself is
@@ -9,7 +9,7 @@ the ``Figure`` instead (for notebooks).
 Colours of the classes follow the paper: relevant red, irrelevant green, marginal cyan.
 Error-versus-density plots use a logarithmic density axis that *decreases* to the right
 (dense network on the left, as IMP proceeds left to right), like Rosenfeld et al. and
-seed 001 Fig. 3; pass ``invert_x=False`` for an increasing axis.
+Redman et al. 2022, Fig. 3; pass ``invert_x=False`` for an increasing axis.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _as_flows(flows) -> list:
 
 def plot_flow_projection(flow, x_unit: str, y_unit: str, granularity: str = "block", path=None, *,
                          labels: Sequence[str] | None = None, title: str | None = None, normalize: str = "all"):
-    """Fig. 2 of seed 001: M_y against M_x across the IMP levels of one or several flows.
+    """Fig. 2 of Redman et al. 2022: M_y against M_x across the IMP levels of one or several flows.
 
     Consecutive levels are joined by arrows; the first level is marked blue and the last
     red (as in the paper). ``flow`` may be a list of flows (same units) to overlay, each
@@ -208,7 +208,7 @@ def plot_error_vs_density(points_or_flows, fit=None, path=None, *, metric: str =
 
     ``points_or_flows``: flow(s) (points from ``metric``, a fraction), a ``(density,
     error)`` pair of arrays in percent, or a list of such pairs (one per run). ``fit`` is
-    a :class:`~lottery_rg.scaling.ScalingFit` or None. The density axis decreases to the
+    a :class:`~lottery_rg.flow.scaling.ScalingFit` or None. The density axis decreases to the
     right unless ``invert_x=False``.
     """
     runs = _runs(points_or_flows, metric, labels)

@@ -1,4 +1,4 @@
-"""Error-versus-density scaling and the critical exponent γ (SCIENCE §3, seed 001 Eq. 14).
+"""Error-versus-density scaling and the critical exponent γ (Redman et al. 2022, Eq. 14).
 
 With ``d`` the density in percent (percentage of the prunable weights that survive) and
 ``ε`` the error in percent (100 − top-1 accuracy; for masked-language models
@@ -209,7 +209,7 @@ def fit_critical_exponent(
     sigma=None,
     max_nfev: int = 20000,
 ) -> ScalingFit:
-    """Fit Eq. 14 to error-versus-density points (SCIENCE §3).
+    """Fit Eq. 14 to error-versus-density points (Redman et al. 2022, Eq. 14).
 
     ``density`` and ``error`` are in percent: density 100 is the dense network, error is
     100 − accuracy in percent. Each may be a flat sequence or a list of runs (one array

@@ -12,6 +12,7 @@ from huggingface_hub.repocard_data import EvalResult
 
 from ..io import card_template
 from ..pruning.masks import surviving
+from ..redact import redact_command
 from ..run import LotteryResult
 
 __all__ = ["TICKET_TAGS", "ticket_card"]  # flow cards: IMPFlow.save_pretrained (a data-set card)
@@ -72,8 +73,9 @@ def ticket_card(ticket, repo_id: str | None = None, plots: list[str] | None = No
         levels=max((r["level"] for r in ticket.metrics), default=ticket.level), density=ticket.density,
         surviving=sum(counts.values()), prunable_total=sum(m.numel() for m in ticket.mask.values()),
         lottery=_Settings(ticket.lottery), headline_metrics=headline, levels_table=table, eigen_table=eigen,
-        plots=plots or [], command=ticket.info.get("command") or "(not recorded)",
+        plots=plots or [], command=redact_command(ticket.info["command"]) if ticket.info.get("command")
+        else "(not recorded)",
         repo_id=repo_id or "<this folder or repo id>", model_weights="trained" if trained else "rewind",
         has_tokenizer=getattr(ticket, "tokenizer", None) is not None,
-        cifar=type(ticket.model).__name__ == "CifarResNet",
+        **ticket.family.card_details(ticket.model),
     )

@@ -1,5 +1,7 @@
 """Pushing a run's tickets: arguments that never push checkpoints, early access checks, a record of pushes.
 
+* :func:`push_run_tickets` — push a level's ticket (and with ``--push_levels`` every level not yet on the
+  Hub) from a run directory; a failed push is logged and recorded, and never costs the training results.
 * :func:`own_training_args` — a copy of the caller's ``TrainingArguments`` for LotteryTrainer
   (the Trainer itself never pushes; the caller's object is never changed).
 * :func:`check_push_access` — with ``--push_to_hub``, the token and the repository are checked
@@ -12,31 +14,51 @@ from __future__ import annotations
 
 import copy
 import datetime
+import logging
+import os
+from pathlib import Path
 
 from ..io import read_json, write_json
+from ..redact import redact, remember
 from ..run import RunDir
+from .ticket import LotteryTicket
 
-__all__ = ["own_training_args", "check_push_access", "PushLedger", "push_summary", "LEDGER_NAME"]
+__all__ = ["own_training_args", "check_push_access", "PushLedger", "push_summary", "push_run_tickets", "LEDGER_NAME"]
+
+logger = logging.getLogger(__name__)
 
 LEDGER_NAME = RunDir(".").hub_pushes.name
 
 
 def own_training_args(args, *, timm_model: bool):
-    """A copy of ``args`` for LotteryTrainer and whether tickets are to be pushed.
+    """A copy of ``args`` for LotteryTrainer, whether tickets are to be pushed, and the Hub token.
 
-    The copy has ``push_to_hub=False`` (tickets, not Trainer checkpoint folders, go to the Hub) and, for timm
-    models left at the default, ``ddp_find_unused_parameters=False`` (every parameter of a timm ResNet takes part
-    in the loss: DDP need not search for unused ones, and warns when asked to).
+    The copy has ``push_to_hub=False`` (tickets, not Trainer checkpoint folders, go to the Hub; the caller's object
+    is left as it is) and no ``hub_token``: the Trainer pickles its arguments into every checkpoint
+    (``training_args.bin``) and shows them to TensorBoard, so the token is handed back separately and remembered
+    as a secret (:mod:`lottery_rg.redact`). For timm models the copy has ``remove_unused_columns=False`` (a timm
+    model's ``forward(x)`` names no data-set column; the image transform makes ``pixel_values`` and ``labels`` from
+    the raw columns) and, left at the default, ``ddp_find_unused_parameters=False`` (every parameter of a timm
+    classifier takes part in the loss: DDP need not search for unused ones, and warns when asked to). With
+    ``push_to_hub`` the token and the repository are checked now (:func:`check_push_access`), before any training.
     """
     if args is None:
-        return None, False
+        return None, False, None
     push = bool(getattr(args, "push_to_hub", False))
     args = copy.copy(args)
     if push:
         args.push_to_hub = False
-    if timm_model and getattr(args, "ddp_find_unused_parameters", False) is None:
-        args.ddp_find_unused_parameters = False
-    return args, push
+    token = getattr(args, "hub_token", None)
+    if token is not None:
+        remember(token)
+        args.hub_token = None
+    if push:
+        check_push_access(args.hub_model_id or Path(args.output_dir).name, token=token, private=args.hub_private_repo)
+    if timm_model:
+        args.remove_unused_columns = False
+        if getattr(args, "ddp_find_unused_parameters", False) is None:
+            args.ddp_find_unused_parameters = False
+    return args, push, token
 
 
 def check_push_access(repo_id: str, *, token=None, private: bool | None = None) -> None:
@@ -87,8 +109,8 @@ class PushLedger:
         repos = data.setdefault("repos", {})
         repos.setdefault(self.repo_id, {})[target] = {
             "level": int(level), "commit": commit,
-            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        write_json(self.path, data)
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+        write_json(self.path, redact(data))
 
 
 def push_summary(ledger: PushLedger, failed: list[str]) -> str:
@@ -99,3 +121,46 @@ def push_summary(ledger: PushLedger, failed: list[str]) -> str:
         text += (f"; NOT pushed: {', '.join(sorted(set(failed)))}. The training results are intact: run the same "
                  f"command again to push what is missing")
     return text
+
+
+def push_run_tickets(run_dir: str | os.PathLike, repo_id: str, level: int | None = None, branch: str | None = None, *,
+                     every_level: bool = False, token: str | None = None, private: bool | None = None,
+                     commit_message: str | None = None, tokenizer=None, failures: list[str] | None = None,
+                     raise_errors: bool = False) -> str | None:
+    """Push a level's ticket of a run (default: the sparsest within one accuracy point of dense) to ``repo_id``.
+
+    Pushes are recorded in ``RUN/hub_pushes.json``. The final push of a run (no ``level``, no ``branch``) with
+    ``every_level`` first pushes every level branch (``level-XX``) not yet on the Hub, so a resumed run catches
+    up on whatever failed before. A failed push is logged and its target added to ``failures`` (a success
+    removes it), training results stay intact, and the final push logs what was and was not pushed;
+    ``raise_errors=True`` raises instead. Returns the URL of the last push.
+    """
+    failures = [] if failures is None else failures
+    ledger = PushLedger(run_dir, repo_id)
+    final = level is None and branch is None
+    targets: list[tuple[int | None, str | None]] = []
+    if final and every_level:
+        targets = [(r["level"], f"level-{r['level']:02d}") for r in RunDir(run_dir).records()
+                   if not ledger.has(f"level-{r['level']:02d}", r["level"])]
+    targets.append((level, branch))
+    url = None
+    for lv, br in targets:
+        target = br or "main"
+        try:
+            ticket = LotteryTicket.from_run(run_dir, lv, tokenizer=tokenizer)
+            url = ticket.push_to_hub(repo_id, branch=br, token=token, private=private, commit_message=commit_message)
+        except Exception as e:  # noqa: BLE001  (a network or Hub error must not cost the training results)
+            if raise_errors:
+                raise
+            logger.warning("could not push %s of %s to %s: %s: %s (training results are intact; re-run the same "
+                           "command to push it)", "the ticket" if lv is None else f"level {lv}", run_dir,
+                           f"{repo_id}@{target}", type(e).__name__, e)
+            failures.append(target)
+            continue
+        ledger.record(target, ticket.level, url)
+        failures[:] = [t for t in failures if t != target]
+        logger.info("pushed the level-%d ticket to %s%s", ticket.level, repo_id, f" (branch {br})" if br else "")
+    if final:
+        message = push_summary(ledger, failures)
+        (logger.warning if failures else logger.info)("%s", message)
+    return url

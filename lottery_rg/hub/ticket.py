@@ -21,33 +21,32 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
-from ..branches.stability import InstabilityResult, record_name
 from ..flow.core import IMPFlow
 from ..flow.plots import write_plots
 from ..io import atomic_files, load_state, read_json, save_state, state_from_file, write_json  # errors name files
-from ..models.families import family_of, get_family
+from ..models.families import ModelFamily, family_of, get_family
 from ..pruning.callbacks import MaskCallback, keep_masked
 from ..pruning.masks import Mask, MaskEnforcer, check_mask, load_mask, mask_density, save_mask, surviving
 from ..pruning.settings import LotterySettings
+from ..redact import redact_run_info
 from ..run import LotteryResult, RunDir
+from ..stability import InstabilityResult, record_name
 from ..version import __version__
 from .cards import TICKET_TAGS, ticket_card
-from .schema import FORMAT_VERSION, check_prunable, check_tokenizer_config, validate_ticket_config
+from .schema import FORMAT_VERSION, check_prunable, check_tokenizer_config, ticket_architecture, validate_ticket_config
 
-__all__ = ["LotteryTicket", "TICKET_TAGS", "WEIGHTS", "run_tokenizer_dir"]
+__all__ = ["LotteryTicket", "TICKET_TAGS", "WEIGHTS"]
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 _ALLOWED = ["*.json", "*.safetensors", "*.md", "*.png", "*.csv", "*.txt"]
 WEIGHTS = ("rewind", "trained")
 REWIND_FILE, MODEL_FILE, LEGACY_TRAINED_FILE = "rewind.safetensors", "model.safetensors", "trained.safetensors"
-
-
-def run_tokenizer_dir(run_dir) -> Path:
-    """Where a run keeps its tokenizer (written by LotteryTrainer)."""
-    return RunDir(run_dir).tokenizer
 
 
 class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
@@ -70,9 +69,9 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
     """
 
     def __init__(self, model: nn.Module, mask: Mask, *, level: int = 0, lottery: dict | None = None,
-                 flow=None, metrics: list[dict] | None = None, info: dict | None = None,
+                 flow: IMPFlow | None = None, metrics: list[dict] | None = None, info: dict | None = None,
                  trained_state: dict | None = None, weights: str = "rewind", rewind_state: dict | None = None,
-                 tokenizer=None):
+                 tokenizer: Any = None):
         check_mask(mask, model, source="ticket mask")
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
@@ -90,7 +89,7 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
 
     # ------------------------------------------------------------------ properties
     @property
-    def family(self):
+    def family(self) -> ModelFamily:
         return family_of(self.model)
 
     @property
@@ -113,11 +112,11 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         """θ_T ⊙ m at the end of the ticket's level (None if unknown)."""
         return self.model.state_dict() if self.weights == "trained" else self.trained_state
 
-    def mask_callback(self):
+    def mask_callback(self) -> MaskCallback:
         """A ``TrainerCallback`` that keeps this ticket's pruned weights at zero in any ``Trainer``."""
         return MaskCallback(self.model, self.mask)
 
-    def keep_masked(self, optimizer):
+    def keep_masked(self, optimizer: torch.optim.Optimizer) -> RemovableHandle:
         """Keep the pruned weights at zero in a hand-written PyTorch loop: zero them now and after every
         ``optimizer.step()``. Returns the hook handle (``handle.remove()`` stops it)."""
         return keep_masked(optimizer, self.model, self.mask)
@@ -130,7 +129,7 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, level: int | None = None, *, max_drop: float = 0.01,
                  metric: str = "eval_accuracy", include_trained: bool = True, weights: str = "rewind",
-                 tokenizer=None) -> LotteryTicket:
+                 tokenizer: Any = None) -> LotteryTicket:
         """The ticket of ``level`` of a LotteryTrainer run; by default the sparsest level whose ``metric``
         is within ``max_drop`` of the dense level's (the last level if no metric was recorded).
 
@@ -166,8 +165,8 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
                 r = InstabilityResult.load(path)
                 info[key] = {"instability": r.instability, "loss_barrier": r.loss_barrier, "stable": r.stable(),
                              "seeds": list(r.seeds), "points": len(r.alphas), "bn_batches": r.bn_batches}
-        if tokenizer is None and (run_tokenizer_dir(run.root) / "tokenizer_config.json").is_file():
-            tokenizer = _load_tokenizer(run_tokenizer_dir(run.root))
+        if tokenizer is None and (run.tokenizer / "tokenizer_config.json").is_file():
+            tokenizer = _load_tokenizer(run.tokenizer)
         return cls(model, mask, level=level, lottery=cfg["lottery"], flow=flow, metrics=records, info=info,
                    trained_state=trained, weights=weights, rewind_state=rewind_state, tokenizer=tokenizer)
 
@@ -239,7 +238,7 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             "model_weights": "trained" if self.trained_weights() is not None else "rewind",
             **arch, "level": self.level, "density": self.density,
             "surviving": sum(counts.values()), "prunable_total": sum(m.numel() for m in self.mask.values()),
-            "prunable": list(self.mask), "lottery": self.lottery, "info": self.info,
+            "prunable": list(self.mask), "lottery": self.lottery, "info": redact_run_info(self.info),
         }
 
     def generate_model_card(self, *args, repo_id: str | None = None, plots: list[str] | None = None,
@@ -253,7 +252,8 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
 
     def push_to_hub(self, repo_id: str, *, config: dict | None = None, commit_message: str | None = None,
                     private: bool | None = None, token: str | None = None, branch: str | None = None,
-                    create_pr: bool | None = None, allow_patterns=None, ignore_patterns=None, delete_patterns=None,
+                    create_pr: bool | None = None, allow_patterns: list[str] | str | None = None,
+                    ignore_patterns: list[str] | str | None = None, delete_patterns: list[str] | str | None = None,
                     model_card_kwargs: dict | None = None) -> str:
         """Upload the ticket folder (``ModelHubMixin.push_to_hub``'s signature; honours ``HF_ENDPOINT``).
 
@@ -279,7 +279,8 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, force_download: bool = False,
-                        token: str | bool | None = None, cache_dir=None, local_files_only: bool = False,
+                        token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+                        local_files_only: bool = False,
                         revision: str | None = None, weights: str = "rewind", include_trained: bool = True,
                         **model_kwargs) -> LotteryTicket:
         """A ticket from a local folder or a Hub repository (``ModelHubMixin.from_pretrained``'s arguments).
@@ -319,19 +320,15 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         cfg = read_json(cfg_path)
         meta = validate_ticket_config(cfg, str(cfg_path))  # before anything is built from it
         try:
-            family = get_family(meta.get("family"))
-        except ValueError as e:
-            raise ValueError(f"{cfg_path}: {e}") from None
-        arch = {k: v for k, v in meta.items() if k in ("library", "architecture", "num_classes", "in_chans",
-                                                        "model_args", "config")}
-        if arch.get("library") == "transformers":
-            arch["config"] = {k: v for k, v in cfg.items() if k != "lottery_rg"}
-        try:
-            model = family.build(arch)
+            model = get_family(meta["family"]).build(ticket_architecture(cfg, meta))
         except (TypeError, ValueError, KeyError) as e:
             raise ValueError(f"{cfg_path}: cannot build the model it describes: {e}") from e
+        built = family_of(model).name
+        if built != meta["family"]:
+            raise ValueError(f"{cfg_path}: lottery_rg.family says {meta['family']!r}, but its architecture builds a "
+                             f"{type(model).__name__} (a {built!r} model)")
         mask = load_mask(_require(folder, "mask.safetensors"), model, device=_device_of(model))
-        check_prunable(meta, model, family, mask, str(cfg_path))
+        check_prunable(meta, model, mask, str(cfg_path))
         if int(meta.get("format", 1)) >= 2:
             rewind_file = _require(folder, REWIND_FILE)
             trained_file = _require(folder, MODEL_FILE) if meta.get("model_weights") == "trained" else None

@@ -1,37 +1,42 @@
-"""Model-family descriptions: the one place that knows how a network is built.
+"""The model-family contract: what lottery_rg needs to know about one kind of network, and the registry.
 
-Pruning asks a family which tensors are prunable, the IMP flow asks it which tensors form
-a block or a stage, and ElasticTicket asks it which blocks may be replicated or dropped and
-how to build a deeper or shallower sibling. Nothing else in lottery_rg inspects module
-names. A family describes a model through a :class:`Layout` (stem, blocks grouped into
-stages, head), computed from the live module tree rather than from a table of names.
+A family is the one owner of everything lottery_rg knows about a kind of network: which tensors are
+prunable, how the network divides into stem, blocks (grouped into stages) and head, how it is saved
+and rebuilt, what a ticket's ``config.json`` may say about it, what its model card adds, and how a
+deeper or shallower sibling is built for elastic transfer. Pruning, the IMP flow, tickets, cards and
+``ElasticTicket`` ask the family; nothing else in lottery_rg inspects module names.
 
-Families: ``resnet`` (every timm ``ResNet``, ImageNet-style resnet18…152 and the CIFAR
-ResNets of :mod:`lottery_rg.cifar_resnet`) and ``bert`` (``transformers`` BERT models,
-e.g. ``BertForMaskedLM``). Add one by subclassing :class:`ModelFamily` and calling
-:func:`register_family`.
+The families live one per module in :mod:`lottery_rg.models` (``resnet``, ``vgg``, ``vit``, ``bert``),
+each registered there with one line; the contract test suite (``tests/test_family_contract.py``)
+runs every registered family through the same checks. docs/families.md shows how to add one.
 """
 
 from __future__ import annotations
 
-import functools
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
 __all__ = [
-    "Block", "Layout", "Unit", "ModelFamily", "ResNetFamily", "BertFamily", "GRANULARITIES",
-    "register_family", "get_family", "family_of", "prunable_parameters",
+    "Block", "Layout", "Unit", "ModelFamily", "TimmFamily", "GRANULARITIES", "register_family", "get_family",
+    "family_of", "families", "prunable_parameters", "module_weights", "check_int", "MAX_DEPTH", "MAX_STAGES",
 ]
 
 GRANULARITIES = ("tensor", "block", "stage")
+MAX_NUM_CLASSES = 100_000
+MAX_IN_CHANS = 16
+MAX_DEPTH = 1000  # blocks per stage / encoder layers
+MAX_STAGES = 8
+_TIMM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)
 class Block:
-    """A replicable unit of a network: a residual block or a transformer encoder layer."""
+    """A replicable unit of a network: a residual block, a VGG layer (conv + BatchNorm) or a transformer block."""
 
     prefix: str  # module path, e.g. "layer2.0" or "bert.encoder.layer.3"
     stage: int  # 1-based stage number
@@ -55,9 +60,14 @@ class Unit:
     params: tuple[str, ...]
 
 
+def _under(name: str, prefix: str) -> bool:
+    """``name`` is the module or parameter ``prefix`` or lies inside it."""
+    return name == prefix or name.startswith(prefix + ".")
+
+
 @dataclass
 class Layout:
-    """Stem, blocks (grouped into stages) and head of one model, by module prefix."""
+    """Stem, blocks (grouped into stages) and head of one model, by module (or parameter) prefix."""
 
     family: str
     stem: list[str]
@@ -89,9 +99,9 @@ class Layout:
         """'stem', 'block', 'head' or 'other' for a parameter or buffer name."""
         if self.block_of(param) is not None:
             return "block"
-        if any(param.startswith(p + ".") for p in self.stem):
+        if any(_under(param, p) for p in self.stem):
             return "stem"
-        if any(param.startswith(p + ".") for p in self.head):
+        if any(_under(param, p) for p in self.head):
             return "head"
         return "other"
 
@@ -99,7 +109,7 @@ class Layout:
         """Group prunable ``params`` into flow units at one granularity (tensor, block, stage)."""
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-        groups: dict[str, dict] = {}
+        groups: dict[str, dict[str, Any]] = {}
 
         def add(name: str, kind: str, stage, index, downsample, param):
             g = groups.setdefault(name, dict(kind=kind, stage=stage, index=index, downsample=downsample, params=[]))
@@ -121,12 +131,27 @@ class Layout:
                 for n, g in groups.items()]
 
 
+def check_int(value: Any, key: str, lo: int, hi: int) -> int:
+    """``value`` if it is an integer in [lo, hi]; otherwise a ``ValueError`` naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{key} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
 class ModelFamily:
-    """What lottery_rg needs to know about one kind of network."""
+    """What lottery_rg needs to know about one kind of network.
+
+    Subclass it in one module of :mod:`lottery_rg.models` and register an instance there. The methods
+    up to :meth:`check_architecture` are required; elastic transfer needs :meth:`signature`,
+    :meth:`with_depths` and :meth:`resolve_architecture` (families without depth siblings leave them
+    raising ``NotImplementedError``); the rest have defaults.
+    """
 
     name: str = ""
     library: str = ""  # the library whose checkpoints the family's models are: "timm" or "transformers"
+    convolutional: bool = False  # a network of 2-D convolutions: --fast auto trains it channels-last
 
+    # ------------------------------------------------------------------ recognising and describing a model
     def matches(self, model: nn.Module) -> bool:
         raise NotImplementedError
 
@@ -134,98 +159,92 @@ class ModelFamily:
         """The pipeline task ``model`` serves (``image-classification``, ``fill-mask``…)."""
         raise NotImplementedError
 
-    def save(self, model: nn.Module, folder) -> None:
-        """Write ``model`` as an ordinary checkpoint of its library (``config.json`` + ``model.safetensors``)."""
-        raise NotImplementedError
-
-    def display_name(self, model: nn.Module) -> str:
-        """A short name that tells depths apart (``resnet20_cifar``, ``resnet18[1, 1, 2, 2]``, ``bert-4L``)."""
-        raise NotImplementedError
-
     def layout(self, model: nn.Module) -> Layout:
+        """Stem, blocks grouped into stages, and head: the units of the IMP flow and of elastic transfer."""
         raise NotImplementedError
 
     def default_prunable(self, model: nn.Module) -> list[str]:
         """Parameter names pruned when the user gives no include/exclude patterns."""
         raise NotImplementedError
 
+    def display_name(self, model: nn.Module) -> str:
+        """A short name that tells depths apart (``resnet20_cifar``, ``resnet18[1, 1, 2, 2]``, ``bert-4L``)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ saving and rebuilding
     def architecture(self, model: nn.Module) -> dict:
         """JSON-able description from which :meth:`build` recreates the (untrained) model."""
         raise NotImplementedError
 
-    def build(self, architecture: dict) -> nn.Module:
+    def build(self, architecture: Mapping[str, Any]) -> nn.Module:
         raise NotImplementedError
 
+    def save(self, model: nn.Module, folder: str | os.PathLike) -> None:
+        """Write ``model`` as an ordinary checkpoint of its library (``config.json`` + ``model.safetensors``)."""
+        raise NotImplementedError
+
+    def check_architecture(self, architecture: Mapping[str, Any]) -> None:
+        """Refuse (``ValueError``) an architecture read from a ticket's ``config.json`` before anything is built.
+
+        A ticket folder is data: only known keys and bounded values may reach :meth:`build`.
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ elastic transfer (optional)
     def signature(self, model: nn.Module) -> dict:
         """Everything but depth that two members must share for a ticket to move between them."""
-        raise NotImplementedError
+        raise NotImplementedError(f"the {self.name} family has no depth siblings: elastic transfer does not apply")
 
     def with_depths(self, model: nn.Module, depths: Sequence[int]) -> dict:
         """Architecture description of a sibling of ``model`` with ``depths`` blocks per stage."""
-        raise NotImplementedError
+        raise NotImplementedError(f"the {self.name} family has no depth siblings: elastic transfer does not apply")
 
     def resolve_architecture(self, name: str, like: nn.Module) -> dict:
         """Architecture description for a target named by the user (e.g. 'resnet32_cifar')."""
-        raise NotImplementedError
+        raise NotImplementedError(f"the {self.name} family has no depth siblings: elastic transfer does not apply")
+
+    # ------------------------------------------------------------------ optional hooks
+    def input_kwargs(self, model: nn.Module, image_size: int | None) -> dict:
+        """Constructor arguments that make ``model``'s kind accept inputs of ``image_size`` (none by default;
+        a ViT's position embeddings are built for one image size)."""
+        return {}
+
+    def derived_metrics(self, model: nn.Module, metrics: Mapping[str, float]) -> dict:
+        """Metrics computed from the evaluation metrics (a masked-LM's perplexity from its loss)."""
+        return {}
+
+    def card_details(self, model: nn.Module) -> dict:
+        """Extra variables for the ticket's model card (``registration``: the import that makes a model of
+        this family loadable by plain timm, for architectures lottery_rg registers)."""
+        return {}
 
 
-def _module_weights(model: nn.Module, types: tuple[type, ...]) -> list[str]:
-    names = []
-    for mname, module in model.named_modules():
-        if isinstance(module, types) and getattr(module, "weight", None) is not None:
-            names.append(f"{mname}.weight" if mname else "weight")
-    return names
+class TimmFamily(ModelFamily):
+    """What every timm image classifier shares: timm's registry, ``save_for_hf`` checkpoints, ``model_args``.
 
-
-class ResNetFamily(ModelFamily):
-    """timm ResNets: stem (conv1/bn1), stages ``layer1…layerN`` of residual blocks, head ``fc``.
-
-    Default prunable set: the weight of every convolution and linear layer, head
-    included (open_lth's choice for CIFAR and ImageNet ResNets).
+    A subclass names its model class (:meth:`matches`), its layout and prunable set, and which constructor
+    arguments (``model_arg_keys``) its architecture records beyond the registered name; :meth:`model_args`
+    returns them for a model and :meth:`check_model_args` bounds them in a ticket's ``config.json``.
     """
 
-    name = "resnet"
     library = "timm"
-    _stage_re = re.compile(r"^layer(\d+)$")
-
-    def matches(self, model: nn.Module) -> bool:
-        from timm.models.resnet import ResNet
-
-        return isinstance(model, ResNet)
+    model_arg_keys: tuple[str, ...] = ()
 
     def task(self, model: nn.Module) -> str:
         return "image-classification"
 
-    def save(self, model: nn.Module, folder) -> None:
-        from timm.models import save_for_hf
-
-        save_for_hf(model, str(folder), safe_serialization=True)
-
     def display_name(self, model: nn.Module) -> str:
         arch = self.architecture(model)
-        return arch["architecture"] + (f"{arch['model_args']['layers']}" if "model_args" in arch else "")
+        args = arch.get("model_args")
+        return arch["architecture"] + (f"{list(args.values())[0]}" if args and len(args) == 1 else
+                                       (f"{args}" if args else ""))
 
-    def _stages(self, model: nn.Module) -> list[tuple[int, str, nn.Module]]:
-        out = []
-        for name, module in model.named_children():
-            m = self._stage_re.match(name)
-            if m and isinstance(module, nn.Sequential) and len(module) > 0:
-                out.append((int(m.group(1)), name, module))
-        return sorted(out)
+    def model_args(self, model: nn.Module) -> dict:
+        """Constructor arguments beyond the registered name (only those that differ from its defaults)."""
+        return {}
 
-    def layout(self, model: nn.Module) -> Layout:
-        blocks, stage_names = [], {}
-        for stage, name, seq in self._stages(model):
-            stage_names[stage] = name
-            for i, block in enumerate(seq):
-                blocks.append(Block(f"{name}.{i}", stage, i, getattr(block, "downsample", None) is not None))
-        stage_modules = set(stage_names.values())
-        head = [n for n in ("global_pool", "fc", "head") if hasattr(model, n)]
-        stem = [n for n, _ in model.named_children() if n not in stage_modules and n not in head]
-        return Layout(self.name, stem, blocks, head, stage_names)
-
-    def default_prunable(self, model: nn.Module) -> list[str]:
-        return _module_weights(model, (nn.Conv2d, nn.Linear))
+    def check_model_args(self, model_args: Mapping[str, Any]) -> None:
+        """Bounds on the recorded constructor arguments (keys are already checked against ``model_arg_keys``)."""
 
     def architecture(self, model: nn.Module) -> dict:
         cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -234,148 +253,69 @@ class ResNetFamily(ModelFamily):
             raise ValueError(f"cannot tell which timm architecture built this {type(model).__name__}")
         arch = {"library": "timm", "architecture": name, "num_classes": int(model.num_classes),
                 "in_chans": int(getattr(model, "in_chans", 3))}
-        depths = self.layout(model).depths()
-        if depths != _default_depths(name):
-            arch["model_args"] = {"layers": list(depths)}
+        model_args = self.model_args(model)
+        if model_args:
+            arch["model_args"] = model_args
         return arch
 
-    def build(self, architecture: dict) -> nn.Module:
+    def build(self, architecture: Mapping[str, Any]) -> nn.Module:
         import timm
-
-        from . import cifar_resnet  # noqa: F401  (registers the CIFAR ResNets)
 
         name = architecture["architecture"]
         if not timm.is_model(name):
             raise ValueError(f"unknown timm model {name!r}")
-        model_args = dict(architecture.get("model_args") or {})
-        if "layers" in model_args:
-            model_args["layers"] = tuple(model_args["layers"])
+        model_args = {k: tuple(v) if isinstance(v, list) else v
+                      for k, v in (architecture.get("model_args") or {}).items()}
         return timm.create_model(name, pretrained=False, num_classes=architecture.get("num_classes", 1000),
                                  in_chans=architecture.get("in_chans", 3), **model_args)
 
-    def signature(self, model: nn.Module) -> dict:
-        layout = self.layout(model)
-        block_types = sorted({type(model.get_submodule(b.prefix)).__name__ for b in layout.blocks})
-        widths = [f["num_chs"] for f in getattr(model, "feature_info", [])[1:]]
-        ends = {n: tuple(p.shape) for n, p in model.named_parameters() if layout.part_of(n) in ("stem", "head")}
-        return {"family": self.name, "class": type(model).__name__, "block_type": block_types,
-                "stages": layout.num_stages, "widths": widths, "stem_and_head": ends}
+    def save(self, model: nn.Module, folder: str | os.PathLike) -> None:
+        from timm.models import save_for_hf
 
-    def with_depths(self, model: nn.Module, depths: Sequence[int]) -> dict:
-        from .cifar_resnet import CIFAR_RESNET_DEPTHS
+        # the family's constructor arguments: timm rebuilds the same model from config.json alone
+        model_args = {k: list(v) if isinstance(v, tuple) else v for k, v in self.model_args(model).items()}
+        save_for_hf(model, str(folder), model_args=model_args or None, safe_serialization=True)
 
-        arch = {k: v for k, v in self.architecture(model).items() if k != "model_args"}
-        depths = tuple(int(d) for d in depths)
-        if len(depths) != self.layout(model).num_stages or min(depths) < 1:
-            raise ValueError(f"{arch['architecture']} has {self.layout(model).num_stages} stages; got depths {depths}")
-        cifar = type(model).__name__ == "CifarResNet"
-        if cifar and len(set(depths)) == 1 and depths[0] in CIFAR_RESNET_DEPTHS.values():
-            return {**arch, "architecture": f"resnet{6 * depths[0] + 2}_cifar"}
-        if depths != _default_depths(arch["architecture"]):
-            arch["model_args"] = {"layers": list(depths)}
-        return arch
+    def check_architecture(self, architecture: Mapping[str, Any]) -> None:
+        name = architecture.get("architecture")
+        if not isinstance(name, str) or not _TIMM_NAME.match(name):
+            raise ValueError(f"lottery_rg.architecture must be a timm model name, got {name!r}")
+        check_int(architecture.get("num_classes", 1000), "lottery_rg.num_classes", 1, MAX_NUM_CLASSES)
+        check_int(architecture.get("in_chans", 3), "lottery_rg.in_chans", 1, MAX_IN_CHANS)
+        model_args = architecture.get("model_args") or {}
+        if not isinstance(model_args, dict) or set(model_args) - set(self.model_arg_keys):
+            extra = sorted(set(model_args) - set(self.model_arg_keys)) if isinstance(model_args, dict) else model_args
+            raise ValueError(f"lottery_rg.model_args of a {self.name} model may only set {list(self.model_arg_keys)}, "
+                             f"got {extra!r}")
+        self.check_model_args(model_args)
 
     def resolve_architecture(self, name: str, like: nn.Module) -> dict:
         import timm
-
-        from . import cifar_resnet  # noqa: F401
 
         if not timm.is_model(name):
             raise ValueError(f"unknown timm model {name!r}")
         return {k: v for k, v in self.architecture(like).items() if k != "model_args"} | {"architecture": name}
 
 
-@functools.cache
-def _default_depths(name: str) -> tuple[int, ...]:
-    """Blocks per stage of a registered timm ResNet, built on the meta device (no memory, no time)."""
-    import timm
-    import torch
-
-    from . import cifar_resnet  # noqa: F401
-
-    with torch.device("meta"):
-        model = timm.create_model(name, pretrained=False)
-    return ResNetFamily().layout(model).depths()
+def check_depths(value: Any, key: str, stages: tuple[int, int] = (1, MAX_STAGES)) -> None:
+    """A list of 1..MAX_STAGES block counts per stage, each in [1, MAX_DEPTH]."""
+    if not isinstance(value, list) or not stages[0] <= len(value) <= stages[1]:
+        raise ValueError(f"{key} must list {stages[0]}..{stages[1]} depths, got {value!r}")
+    for d in value:
+        check_int(d, f"{key}[i]", 1, MAX_DEPTH)
 
 
-class BertFamily(ModelFamily):
-    """BERT encoders (``transformers``): embeddings, one stage of encoder layers, pooler/MLM head.
-
-    Default prunable set (Chen et al. 2020, BERT tickets): in every encoder layer the
-    query, key, value, attention-output, intermediate and output dense weights, plus the
-    pooler. Embeddings, LayerNorms, biases and the MLM head are not pruned.
-    """
-
-    name = "bert"
-    library = "transformers"
-    _prunable_re = re.compile(
-        r"(^|\.)encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|"
-        r"intermediate\.dense|output\.dense)\.weight$|(^|\.)pooler\.dense\.weight$"
-    )
-
-    def matches(self, model: nn.Module) -> bool:
-        config = getattr(model, "config", None)
-        return config is not None and getattr(config, "model_type", None) == "bert"
-
-    def task(self, model: nn.Module) -> str:
-        return "fill-mask" if type(model).__name__.endswith("ForMaskedLM") else "feature-extraction"
-
-    def save(self, model: nn.Module, folder) -> None:
-        model.save_pretrained(folder)
-
-    def display_name(self, model: nn.Module) -> str:
-        return f"bert-{model.config.num_hidden_layers}L"
-
-    def _encoder_prefix(self, model: nn.Module) -> str:
-        for name, module in model.named_modules():
-            if name.endswith("encoder") and isinstance(getattr(module, "layer", None), nn.ModuleList):
-                return f"{name}.layer"
-        raise ValueError("this BERT model has no encoder.layer module list")
-
-    def layout(self, model: nn.Module) -> Layout:
-        enc = self._encoder_prefix(model)
-        n = len(model.get_submodule(enc))
-        blocks = [Block(f"{enc}.{i}", 1, i, False) for i in range(n)]
-        base = enc[: -len("encoder.layer")]
-        stem = [f"{base}embeddings"]
-        head = [p for p in (f"{base}pooler", "cls", "classifier", "qa_outputs") if _has_module(model, p)]
-        return Layout(self.name, stem, blocks, head, {1: "encoder"})
-
-    def default_prunable(self, model: nn.Module) -> list[str]:
-        return [n for n, _ in model.named_parameters() if self._prunable_re.search(n)]
-
-    def architecture(self, model: nn.Module) -> dict:
-        arch = type(model).__name__
-        return {"library": "transformers", "architecture": arch, "config": model.config.to_dict()}
-
-    def build(self, architecture: dict) -> nn.Module:
-        import transformers
-
-        config = transformers.BertConfig.from_dict(architecture["config"])
-        cls = getattr(transformers, architecture.get("architecture", "BertForMaskedLM"))
-        return cls(config)
-
-    def signature(self, model: nn.Module) -> dict:
-        c = model.config
-        return {"family": self.name, "architecture": type(model).__name__, "hidden_size": c.hidden_size,
-                "intermediate_size": c.intermediate_size, "num_attention_heads": c.num_attention_heads,
-                "vocab_size": c.vocab_size, "max_position_embeddings": c.max_position_embeddings}
-
-    def with_depths(self, model: nn.Module, depths: Sequence[int]) -> dict:
-        if len(depths) != 1:
-            raise ValueError(f"BERT has one stage of encoder layers, got depths {tuple(depths)}")
-        arch = self.architecture(model)
-        config = dict(arch["config"], num_hidden_layers=int(depths[0]))
-        return {**arch, "config": config}
-
-    def resolve_architecture(self, name: str, like: nn.Module) -> dict:
-        m = re.fullmatch(r"(?:bert[-_])?(\d+)(?:[-_ ]?layers?)?", str(name))
-        if not m:
-            raise ValueError(f"name a BERT target by its number of encoder layers (e.g. '8' or 'bert-8'), got {name!r}")
-        return self.with_depths(like, [int(m.group(1))])
+def module_weights(model: nn.Module, types: tuple[type, ...], under: str | None = None) -> list[str]:
+    """Names of the ``weight`` of every module of ``types`` (inside module ``under`` when given)."""
+    names = []
+    for mname, module in model.named_modules():
+        if isinstance(module, types) and getattr(module, "weight", None) is not None:
+            if under is None or _under(mname, under):
+                names.append(f"{mname}.weight" if mname else "weight")
+    return names
 
 
-def _has_module(model: nn.Module, path: str) -> bool:
+def has_module(model: nn.Module, path: str) -> bool:
     try:
         model.get_submodule(path)
         return True
@@ -387,12 +327,16 @@ _FAMILIES: dict[str, ModelFamily] = {}
 
 
 def register_family(family: ModelFamily) -> ModelFamily:
+    """Make ``family`` known to :func:`family_of` and :func:`get_family` (families are asked in this order)."""
+    if not family.name:
+        raise ValueError(f"{type(family).__name__} has no name")
     _FAMILIES[family.name] = family
     return family
 
 
-register_family(ResNetFamily())
-register_family(BertFamily())
+def families() -> list[ModelFamily]:
+    """Every registered family, in the order :func:`family_of` asks them."""
+    return list(_FAMILIES.values())
 
 
 def get_family(name: str) -> ModelFamily:
@@ -410,7 +354,7 @@ def family_of(model: nn.Module) -> ModelFamily:
             return family
     raise ValueError(
         f"lottery_rg has no model-family description for {type(model).__name__}; "
-        f"supported: {sorted(_FAMILIES)} (timm ResNets, CIFAR ResNets, BERT)"
+        f"supported families: {sorted(_FAMILIES)} (see docs/families.md to add one)"
     )
 
 

@@ -24,8 +24,6 @@ def read_model_config(name_or_path: str, revision: str | None = None) -> dict | 
     """``config.json`` of a local folder or a Hub repo (None for a bare timm architecture name)."""
     import timm
 
-    from . import cifar_resnet  # noqa: F401
-
     if timm.is_model(name_or_path):
         return None
     if os.path.isdir(name_or_path):
@@ -49,15 +47,23 @@ def read_model_config(name_or_path: str, revision: str | None = None) -> dict | 
 
 
 def load_model(name_or_path: str, *, num_labels: int | None = None, pretrained: bool = False,
-               revision: str | None = None) -> nn.Module:
-    """A timm image classifier or a transformers masked-LM, ready for :class:`LotteryTrainer`."""
+               revision: str | None = None, model_kwargs: dict | None = None,
+               image_size: int | None = None) -> nn.Module:
+    """A timm image classifier or a transformers masked-LM, ready for :class:`LotteryTrainer`.
+
+    ``model_kwargs`` go to ``timm.create_model`` (e.g. ``{"patch_size": 4}``) or ``from_pretrained``. A timm
+    architecture named by its registered name is built for ``image_size`` when its family needs to know
+    (a ViT's position embeddings: :meth:`ModelFamily.input_kwargs`).
+    """
     import timm
 
-    from . import cifar_resnet  # noqa: F401
-
-    kwargs = {} if num_labels is None else {"num_classes": num_labels}
+    kwargs = dict(model_kwargs or {})
+    if num_labels is not None:
+        kwargs["num_classes"] = num_labels
     cfg = read_model_config(name_or_path, revision)
     if cfg is None:
+        if image_size is not None:
+            kwargs = {**_input_kwargs(name_or_path, kwargs, image_size), **kwargs}
         return timm.create_model(name_or_path, pretrained=pretrained, **kwargs)
     if is_timm_config(cfg):
         if os.path.isdir(name_or_path):
@@ -67,4 +73,21 @@ def load_model(name_or_path: str, *, num_labels: int | None = None, pretrained: 
         return timm.create_model(source, pretrained=True, **kwargs)
     from transformers import AutoModelForMaskedLM
 
-    return AutoModelForMaskedLM.from_pretrained(name_or_path, revision=revision)
+    return AutoModelForMaskedLM.from_pretrained(name_or_path, revision=revision, **(model_kwargs or {}))
+
+
+def _input_kwargs(name: str, kwargs: dict, image_size: int) -> dict:
+    """What the family of timm architecture ``name`` needs to accept ``image_size`` inputs, learnt from a
+    copy built on the meta device (no memory; the random number generators are left as they were)."""
+    import timm
+    import torch
+
+    from .families import family_of
+
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        probe = timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        family = family_of(probe)
+    except ValueError:
+        return {}  # the trainer names the missing family
+    return family.input_kwargs(probe, image_size)

@@ -13,12 +13,15 @@ import weakref
 import torch
 from torch import nn
 
-__all__ = ["has_convolutions", "to_channels_last", "channels_last_batch"]
+from .families import family_of
+
+__all__ = ["is_convolutional", "to_channels_last", "channels_last_batch"]
 
 
-def has_convolutions(model: nn.Module) -> bool:
-    """Whether ``model`` has 2-D convolutions (4-D weights), the layers channels-last speeds up."""
-    return any(p.dim() == 4 for p in model.parameters())
+def is_convolutional(model: nn.Module) -> bool:
+    """Whether ``model``'s family is a convolutional network (``ModelFamily.convolutional``: the ResNets and VGGs),
+    the networks channels-last speeds up; a ViT's one patch-embedding convolution does not make it one."""
+    return family_of(model).convolutional
 
 
 _CONTIGUOUS_STATE = weakref.WeakKeyDictionary()  # model -> its state-dict hook handle

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from transformers import TrainerCallback
+from torch.utils.hooks import RemovableHandle
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .masks import Mask, MaskEnforcer
 
@@ -24,16 +27,18 @@ class MaskCallback(TrainerCallback):
     def set_mask(self, model: torch.nn.Module, mask: Mask) -> None:
         self.enforcer = MaskEnforcer(model, mask)
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         if self.enforcer is not None:
             self.enforcer.apply()
 
-    def on_optimizer_step(self, args, state, control, **kwargs):
+    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                          **kwargs: Any) -> None:
         if self.enforcer is not None:
             self.enforcer.apply()
 
 
-def keep_masked(optimizer: torch.optim.Optimizer, model: torch.nn.Module, mask: Mask):
+def keep_masked(optimizer: torch.optim.Optimizer, model: torch.nn.Module, mask: Mask) -> RemovableHandle:
     """Zero ``model``'s pruned weights now and after every ``optimizer.step()`` of a hand-written loop.
 
     Uses ``Optimizer.register_step_post_hook``; returns its handle (``handle.remove()`` stops it).

@@ -104,7 +104,7 @@ def _exact(fraction: float) -> Fraction:
 def removal_counts(
     mask: Mapping[str, torch.Tensor], fraction: float, *, scope: str = "global", schedule: str = "geometric",
 ) -> int | dict[str, int]:
-    """How many weights the next pruning step removes (SCIENCE §1.4).
+    """How many weights the next pruning step removes (Frankle et al. 2020; the linear schedule of Chen et al. 2020).
 
     ``geometric``: ⌈fraction · surviving⌉ (open_lth, Frankle & Carbin). ``linear``:
     ⌈fraction · original⌉ of the original weights per level (the BERT-tickets schedule).

@@ -18,7 +18,7 @@ __all__ = ["LotterySettings"]
 
 @dataclass(frozen=True)
 class LotterySettings:
-    """How IMP prunes and rewinds (SCIENCE §1): what every level of a run shares."""
+    """How IMP prunes and rewinds (Frankle et al. 2020): what every level of a run shares."""
 
     prune_fraction: float = 0.2
     pruning: str = "global"

@@ -160,16 +160,16 @@ def prepare_image_task(model_args, data_args, seed: int = 42) -> TaskSetup:
     from transformers import set_seed
 
     from ..models.loading import load_model
-    from ..models.memory_format import has_convolutions
+    from ..models.memory_format import is_convolutional
 
     dsd = load_image_splits(data_args)
     labels = dsd["train"].features["label"].names
     set_seed(seed)  # the initial weights θ_0 depend only on the seed
     model = load_model(model_args.model_name_or_path, num_labels=len(labels), pretrained=model_args.pretrained,
-                       revision=model_args.revision)
-    # --fast auto trains convolutional networks channels-last (the trainer decides the same way)
-    channels_last = getattr(model_args, "channels_last", False) or \
-        (getattr(model_args, "fast", "off") == "auto" and has_convolutions(model))
+                       revision=model_args.revision, model_kwargs=model_args.model_kwargs,
+                       image_size=data_args.image_size)
+    # --fast auto trains convolutional families channels-last (the trainer decides the same way)
+    channels_last = model_args.channels_last or (model_args.fast == "auto" and is_convolutional(model))
     train, test, size, collator = prepare_data_for_model(model, data_args, dsd, with_collator=True,
                                                          channels_last=channels_last)
     if wants_sync_bn(model_args, data_args):

@@ -1,7 +1,7 @@
 """The masked-language-model task: a BERT, its tokenizer and text data for ``LotteryTrainer``.
 
 ``embedded-bert`` builds a small BERT from scratch with a WordPiece tokenizer trained on
-English that ships with Python (:mod:`lottery_rg.text_data`); any other name loads a
+English that ships with Python (:mod:`lottery_rg.tasks.text`); any other name loads a
 BERT-family checkpoint and its tokenizer with ``from_pretrained``. Evaluation masks are
 drawn once per run with a fixed seed, so every IMP level is scored on the same masked
 tokens and level-to-level differences are the network's, not the masking's.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from ..models import get_family
 from ..training.arguments import DataArguments, ModelArguments
 from .base import TaskSetup, truncate_splits
 
@@ -68,12 +69,10 @@ def _build_model(model_args: ModelArguments, tokenizer, max_seq_length: int):
     from .text import small_bert_config
 
     if model_args.model_name_or_path == EMBEDDED_BERT:
-        hidden = model_args.bert_hidden_size
-        config = small_bert_config(tokenizer, num_hidden_layers=model_args.bert_layers, hidden_size=hidden,
-                                   num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden,
-                                   max_position_embeddings=max(max_seq_length, 128))
-        return BertForMaskedLM(config)
-    return AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path, revision=model_args.revision)
+        kwargs = get_family("bert").scratch_kwargs(model_args.model_kwargs, max_seq_length)
+        return BertForMaskedLM(small_bert_config(tokenizer, **kwargs))
+    return AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path, revision=model_args.revision,
+                                                **(model_args.model_kwargs or {}))
 
 
 def prepare_mlm_task(model_args: ModelArguments, data_args: DataArguments, seed: int = 42):
@@ -88,6 +87,8 @@ def prepare_mlm_task(model_args: ModelArguments, data_args: DataArguments, seed:
         preprocess_logits_for_metrics,
     )
 
+    if model_args.model_name_or_path == EMBEDDED_BERT:  # bad sizes are refused before any work
+        get_family("bert").scratch_kwargs(model_args.model_kwargs, data_args.max_seq_length)
     tokenizer = _load_tokenizer(model_args)
     if model_args.model_name_or_path != EMBEDDED_BERT:
         from transformers import AutoConfig

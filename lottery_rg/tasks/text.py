@@ -15,8 +15,8 @@ Two paths go through the same functions:
 Either way :func:`prepare_mlm_datasets` tokenizes the text and groups it into blocks of
 ``max_seq_length`` tokens for ``DataCollatorForLanguageModeling``, after
 :func:`check_mlm_compatibility` has rejected a model/tokenizer/length combination that would
-only fail deep inside training; :func:`compute_mlm_metrics`, :func:`preprocess_logits_for_metrics` and
-:func:`perplexity` serve ``Trainer`` evaluation.
+only fail deep inside training; :func:`compute_mlm_metrics` and :func:`preprocess_logits_for_metrics`
+serve ``Trainer`` evaluation (the BERT family adds the perplexity, :func:`lottery_rg.models.bert.perplexity`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import math
 import os
 import re
 import shutil
@@ -39,7 +38,7 @@ __all__ = [
     "EMBEDDED_MODULES", "SPECIAL_TOKENS", "embedded_paragraphs", "embedded_corpus_stats", "embedded_text_dataset",
     "train_tokenizer", "embedded_tokenizer", "default_cache_dir", "small_bert_config",
     "load_text_datasets", "select_text_column", "check_mlm_compatibility", "prepare_mlm_datasets",
-    "preprocess_logits_for_metrics", "compute_mlm_metrics", "masked_token_accuracy", "perplexity",
+    "preprocess_logits_for_metrics", "compute_mlm_metrics", "masked_token_accuracy",
     "majority_token_accuracy",
 ]
 
@@ -676,17 +675,6 @@ def compute_mlm_metrics(eval_pred) -> dict[str, float]:
         predictions = predictions[0]
     accuracy, count = masked_token_accuracy(predictions, labels)
     return {"accuracy": accuracy, "masked_tokens": float(count)}
-
-
-def perplexity(loss: float) -> float:
-    """``exp(loss)``, with ``inf`` instead of an ``OverflowError`` for a diverged run (and NaN kept)."""
-    loss = float(loss)
-    if math.isnan(loss):
-        return float("nan")
-    try:
-        return math.exp(loss)
-    except OverflowError:
-        return float("inf")
 
 
 def majority_token_accuracy(dataset, tokenizer=None) -> float:

@@ -14,14 +14,33 @@ from ..pruning.masks import PRUNING_SCOPES, SCHEDULES
 from ..pruning.settings import LotterySettings
 from .precision import FAST_CHOICES, check_training_precision
 
-__all__ = ["LotteryArguments", "ModelArguments", "DataArguments", "TASKS", "parse_args"]
+__all__ = ["LotteryArguments", "ModelArguments", "DataArguments", "TASKS", "FREE_TRAINING_ARGUMENTS", "parse_args",
+           "json_kwargs"]
 
 TASKS = ("image-classification", "fill-mask")
 
 
+# TrainingArguments that cannot change what a level computes: they may differ between the invocations of one run.
+# Every other TrainingArguments field (optimizer and its hyper-parameters, schedule, seeds, batch sizes, steps,
+# precision, data loading that draws random numbers, device) is recorded when a run starts and locked.
+FREE_TRAINING_ARGUMENTS = frozenset({
+    "output_dir", "logging_steps", "logging_strategy", "logging_first_step", "logging_nan_inf_filter", "log_level",
+    "log_level_replica", "log_on_each_node", "disable_tqdm", "report_to", "run_name", "project", "trackio_space_id",
+    "trackio_bucket_id", "trackio_static_space_id", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token",
+    "hub_private_repo", "hub_always_push", "hub_revision", "save_steps", "save_strategy", "save_total_limit",
+    "save_on_each_node", "eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "eval_accumulation_steps",
+    "eval_do_concat_batches", "eval_use_gather_object", "batch_eval_metrics", "dataloader_pin_memory",
+    "dataloader_prefetch_factor", "ddp_timeout", "ddp_find_unused_parameters", "skip_memory_metrics",
+    "resume_from_checkpoint", "do_train", "do_eval", "do_predict", "include_num_input_tokens_seen", "debug",
+    "local_rank", "torch_empty_cache_steps", "restore_callback_states_from_checkpoint", "enable_jit_checkpoint",
+    "remove_unused_columns",  # which data-set columns reach the collator: a column the model cannot take fails
+})
+
+
 @dataclass
 class LotteryArguments:
-    """Iterative magnitude pruning with rewinding (SCIENCE §1)."""
+    """Iterative magnitude pruning with rewinding (Frankle et al. 2020, "Linear mode connectivity and the lottery
+    ticket hypothesis")."""
 
     levels: int = field(default=10, metadata={
         "help": "Pruning levels after the dense level 0: trains levels 0..N, each pruned once more."})
@@ -90,15 +109,18 @@ class ModelArguments:
         "help": "For a timm architecture name: start from timm's pretrained weights (needs the network)."})
     revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path if not the model's."})
-    bert_layers: int = field(default=4, metadata={"help": "Encoder layers of the embedded from-scratch BERT."})
-    bert_hidden_size: int = field(default=256, metadata={"help": "Hidden size of the embedded from-scratch BERT."})
+    model_kwargs: dict | str | None = field(default=None, metadata={
+        "help": "Keyword arguments of the model, as JSON: timm.create_model's (e.g. '{\"patch_size\": 4}' for a "
+                "ViT), from_pretrained's, or for embedded-bert the BertConfig fields (e.g. '{\"num_hidden_layers\": "
+                "2, \"hidden_size\": 128}'); the model's family checks them."})
     channels_last: bool = field(default=False, metadata={
-        "help": "Train a convolutional network in channels-last (NHWC) memory format: the model and every image "
-                "batch (faster convolutions on CPUs with oneDNN and on GPUs). Files stay plain contiguous tensors."})
+        "help": "Train a convolutional network (ResNet, VGG) in channels-last (NHWC) memory format: the model and "
+                "every image batch (faster convolutions on CPUs with oneDNN and on GPUs). Files stay plain "
+                "contiguous tensors."})
     fast: str = field(default="off", metadata={
         "help": "auto: choose precision and layout for this machine — bf16 autocast where the device computes "
                 "bf16 natively (CPU with AVX512-BF16 or AMX, GPU of compute capability >= 8.0), fp32 elsewhere; "
-                "channels-last for convolutional networks. The choice is logged, recorded in lottery_config.json "
+                "channels-last for convolutional families. The choice is logged, recorded in lottery_config.json "
                 "and locked like --bf16. off: exactly the flags given.", "choices": list(FAST_CHOICES)})
     sync_bn: bool = field(default=False, metadata={
         "help": "With several GPU processes: convert BatchNorm to SyncBatchNorm, so that batch statistics are "
@@ -109,8 +131,7 @@ class ModelArguments:
             raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}")
         if self.fast not in FAST_CHOICES:
             raise ValueError(f"--fast must be one of {FAST_CHOICES}, got {self.fast!r}")
-        _check_range("--bert_layers", self.bert_layers, 1, 96, "encoder layers")
-        _check_range("--bert_hidden_size", self.bert_hidden_size, 8, 16384, "hidden units")
+        self.model_kwargs = json_kwargs(self.model_kwargs, "--model_kwargs")
 
 
 @dataclass
@@ -152,6 +173,20 @@ class DataArguments:
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None:
                 _check_range(f"--{name}", getattr(self, name), 1, None, "examples (leave it out for all of them)")
+
+
+def json_kwargs(value: dict | str | None, flag: str) -> dict | None:
+    """Keyword arguments given as a JSON object on the command line (a config file gives a mapping already)."""
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value)
+        except ValueError as e:
+            raise ValueError(f"{flag} must be a JSON object, got {value!r} ({e})") from None
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object of keyword arguments, got {value!r}")
+    return value
 
 
 def _check_range(flag: str, value: int, lo: int, hi: int | None, what: str) -> None:

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..models.memory_format import channels_last_batch, has_convolutions, to_channels_last
+from ..models.families import family_of
+from ..models.memory_format import channels_last_batch, is_convolutional, to_channels_last
 
 __all__ = ["FAST_CHOICES", "Precision", "bf16_support", "choose_precision", "check_training_precision",
-           "has_convolutions", "to_channels_last", "channels_last_batch"]
+           "is_convolutional", "to_channels_last", "channels_last_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +117,10 @@ def choose_precision(args, model: nn.Module, *, fast: str = "off", channels_last
 
         args = TrainingArguments(output_dir="tmp_trainer")
     check_training_precision(args)
-    conv = has_convolutions(model)
+    conv = is_convolutional(model)
     if channels_last and not conv:
-        raise ValueError(f"--channels_last applies to convolutional networks, and {type(model).__name__} has no 2-D "
-                         f"convolution (no 4-D weight); drop --channels_last")
+        raise ValueError(f"--channels_last applies to convolutional families (ResNet, VGG), and "
+                         f"{type(model).__name__} is of the {family_of(model).name} family; drop --channels_last")
     device = args.device
     bf16, fp16 = bool(args.bf16), bool(args.fp16)
     reason = ""
@@ -139,8 +140,8 @@ def choose_precision(args, model: nn.Module, *, fast: str = "off", channels_last
             parts.append("channels-last was asked for: kept")
         else:
             channels_last = conv
-            parts.append("channels-last because the model has 2-D convolutions" if conv else
-                         "contiguous because the model has no 2-D convolution")
+            parts.append("channels-last because the model is a convolutional network" if conv else
+                         "contiguous because the model is not a convolutional network")
         reason = "; ".join(parts)
         if bf16 and not args.bf16:
             args = dataclasses.replace(args, bf16=True)  # re-runs TrainingArguments' checks and derived fields

@@ -1,4 +1,5 @@
-"""Linear mode connectivity: is a ticket stable to SGD noise? (Frankle et al. 2020, SCIENCE §1)
+"""Linear mode connectivity: is a ticket stable to SGD noise? (Frankle et al. 2020, "Linear mode connectivity and
+the lottery ticket hypothesis", §3)
 
 Two copies of a network are trained from the same rewind point θ_k with the same mask
 but different SGD noise (data order, augmentation, dropout), giving θ_a and θ_b. The
@@ -36,13 +37,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..io import json_path, load_state, read_json, save_state, write_json
-from ..plotting import markdown_table, save_figure
-from ..run import RunDir
+from .io import json_path, load_state, read_json, save_state, write_json
+from .plotting import markdown_table, save_figure
+from .run import RunDir
 
 __all__ = ["InstabilityResult", "interpolate_state", "recalibrate_batchnorm", "plot_instability",
-           "stability_table", "load_results", "record_name", "linear_mode_connectivity", "STABLE_THRESHOLD",
-           "STABILITY_FILE"]
+           "stability_table", "load_results", "record_name", "linear_mode_connectivity", "second_seed",
+           "STABLE_THRESHOLD", "STABILITY_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +251,15 @@ def load_results(run_dir: str | os.PathLike) -> list[InstabilityResult]:
     return [InstabilityResult.load(p) for p in RunDir(run_dir).stability_records()]
 
 
+def second_seed(seed: int | None, run_seed: int) -> int:
+    """The SGD-noise seed of the second copy (default: the run's ``--seed`` + 1), which must differ from the run's."""
+    seed = run_seed + 1 if seed is None else int(seed)
+    if seed == run_seed:
+        raise ValueError(f"the second copy of the stability analysis needs SGD noise of its own: --stability_seed "
+                         f"{seed} equals --seed; choose another")
+    return seed
+
+
 def linear_mode_connectivity(trainer, level: int, *, seed_b: int, num_points: int = 11, recalibrate_bn: int = 0):
     """Instability of ``level``'s ticket of ``trainer``'s run (a ``LotteryTrainer``) to SGD noise.
 
@@ -309,8 +319,8 @@ def linear_mode_connectivity(trainer, level: int, *, seed_b: int, num_points: in
     if trainer.is_world_process_zero():
         result.save(record)
         plot_instability([result], out / record_name(bn_batches, ".png"))
-        print(f"[lottery_rg] stability of level {level}: instability {result.instability:.2f} points "
-              f"({'stable' if result.stable() else 'unstable'})", flush=True)
+        logger.info("stability of level %d: instability %.2f points (%s)", level, result.instability,
+                    "stable" if result.stable() else "unstable")
     trainer.accelerator.wait_for_everyone()
     return result
 
@@ -319,8 +329,7 @@ def _stability_copy(trainer, level: int, seed: int, path: Path, name: str) -> Pa
     """``path`` holding ``level`` retrained with ``seed`` (trained now unless already there)."""
     if _file_seed(path) != seed:  # missing, unreadable, or trained with other SGD noise
         if trainer.is_world_process_zero():
-            print(f"[lottery_rg] stability of level {level}: training copy {name} (seed {seed}) from the rewind "
-                  f"point", flush=True)
+            logger.info("stability of level %d: training copy %s (seed %d) from the rewind point", level, name, seed)
         work = trainer.run.checkpoints(f"stability_{level:02d}_{name}")
         trainer.retrain_level(level, seed, work=work)
         if trainer.is_world_process_zero():

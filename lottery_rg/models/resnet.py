@@ -1,15 +1,22 @@
-"""CIFAR-style ResNets (He et al. 2016, §4.2) registered in timm's model registry.
+"""The ResNet family: every timm ``ResNet``, and the CIFAR ResNets (He et al. 2016, §4.2) registered in timm.
 
 Three stages of 16/32/64 channels with ``n`` basic blocks each (depth = 6n + 2), a 3x3
 stem without max-pooling, and a 1x1-conv projection shortcut where a stage changes
 width or resolution (open_lth's choice). The class subclasses timm's ``ResNet`` and
 reuses its blocks, so module names (``conv1``, ``layer1.0.conv2``, ``fc``) match every
-other timm ResNet and one family description covers both. After ``import lottery_rg``,
+other timm ResNet and one family description covers both. After ``import lottery_rg.models``,
 ``timm.create_model("resnet20_cifar")`` builds one, and ``pretrained=True`` with
 ``pretrained_cfg_overlay=dict(file=...)`` loads saved weights through timm's own path.
+
+:class:`ResNetFamily`: stem (conv1/bn1), stages ``layer1…layerN`` of residual blocks (the units of the
+flow and of elastic transfer, Chen et al. 2021), head ``fc``.
 """
 
 from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
 
 import torch
 from timm.layers import create_classifier, get_act_layer, get_norm_layer
@@ -17,7 +24,9 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, ResNet, make_blocks
 from torch import nn
 
-__all__ = ["CifarResNet", "CIFAR_RESNET_DEPTHS"]
+from .families import Block, Layout, TimmFamily, check_depths, module_weights
+
+__all__ = ["CifarResNet", "CIFAR_RESNET_DEPTHS", "ResNetFamily"]
 
 #: depth -> basic blocks per stage (depth = 6n + 2)
 CIFAR_RESNET_DEPTHS = {14: 2, 20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
@@ -125,3 +134,84 @@ def resnet56_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
 def resnet110_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-110 for CIFAR (18 blocks per stage)."""
     return _create(110, pretrained, **kwargs)
+
+
+class ResNetFamily(TimmFamily):
+    """timm ResNets: stem (conv1/bn1), stages ``layer1…layerN`` of residual blocks, head ``fc``.
+
+    Default prunable set: the weight of every convolution and linear layer, head
+    included (open_lth's choice for CIFAR and ImageNet ResNets).
+    """
+
+    name = "resnet"
+    convolutional = True
+    model_arg_keys = ("layers",)
+    _stage_re = re.compile(r"^layer(\d+)$")
+
+    def matches(self, model: nn.Module) -> bool:
+        return isinstance(model, ResNet)
+
+    def _stages(self, model: nn.Module) -> list[tuple[int, str, nn.Module]]:
+        out = []
+        for name, module in model.named_children():
+            m = self._stage_re.match(name)
+            if m and isinstance(module, nn.Sequential) and len(module) > 0:
+                out.append((int(m.group(1)), name, module))
+        return sorted(out)
+
+    def layout(self, model: nn.Module) -> Layout:
+        blocks, stage_names = [], {}
+        for stage, name, seq in self._stages(model):
+            stage_names[stage] = name
+            for i, block in enumerate(seq):
+                blocks.append(Block(f"{name}.{i}", stage, i, getattr(block, "downsample", None) is not None))
+        stage_modules = set(stage_names.values())
+        head = [n for n in ("global_pool", "fc", "head") if hasattr(model, n)]
+        stem = [n for n, _ in model.named_children() if n not in stage_modules and n not in head]
+        return Layout(self.name, stem, blocks, head, stage_names)
+
+    def default_prunable(self, model: nn.Module) -> list[str]:
+        return module_weights(model, (nn.Conv2d, nn.Linear))
+
+    def model_args(self, model: nn.Module) -> dict:
+        depths = self.layout(model).depths()
+        name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+        return {"layers": list(depths)} if name and depths != _default_depths(name) else {}
+
+    def check_model_args(self, model_args) -> None:
+        if "layers" in model_args:
+            check_depths(model_args["layers"], "lottery_rg.model_args.layers")
+
+    def signature(self, model: nn.Module) -> dict:
+        layout = self.layout(model)
+        block_types = sorted({type(model.get_submodule(b.prefix)).__name__ for b in layout.blocks})
+        widths = [f["num_chs"] for f in getattr(model, "feature_info", [])[1:]]
+        ends = {n: tuple(p.shape) for n, p in model.named_parameters() if layout.part_of(n) in ("stem", "head")}
+        return {"family": self.name, "class": type(model).__name__, "block_type": block_types,
+                "stages": layout.num_stages, "widths": widths, "stem_and_head": ends}
+
+    def with_depths(self, model: nn.Module, depths: Sequence[int]) -> dict:
+        arch = {k: v for k, v in self.architecture(model).items() if k != "model_args"}
+        depths = tuple(int(d) for d in depths)
+        if len(depths) != self.layout(model).num_stages or min(depths) < 1:
+            raise ValueError(f"{arch['architecture']} has {self.layout(model).num_stages} stages; got depths {depths}")
+        if isinstance(model, CifarResNet) and len(set(depths)) == 1 and depths[0] in CIFAR_RESNET_DEPTHS.values():
+            return {**arch, "architecture": f"resnet{6 * depths[0] + 2}_cifar"}
+        if depths != _default_depths(arch["architecture"]):
+            arch["model_args"] = {"layers": list(depths)}
+        return arch
+
+    def card_details(self, model: nn.Module) -> dict:
+        if isinstance(model, CifarResNet):
+            return {"registration": "import lottery_rg.models  # registers the CIFAR ResNets with timm"}
+        return {}
+
+
+@functools.cache
+def _default_depths(name: str) -> tuple[int, ...]:
+    """Blocks per stage of a registered timm ResNet, built on the meta device (no memory, no time)."""
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False)
+    return ResNetFamily().layout(model).depths()
