@@ -21,6 +21,7 @@ same cycle).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -89,13 +90,11 @@ class Variant:
         params = dict(self.model.named_parameters())
         losses = [float(v) for v in self.losses]
         bad = [n for n, p in params.items() if not torch.isfinite(p.detach()).all()]
-        if bad or not all(map(lambda v: v == v and abs(v) != float("inf"), losses)):
+        if bad or not all(math.isfinite(v) for v in losses):
             raise RuntimeError(f"{self.name}: training diverged (losses {losses}; non-finite weights in {bad[:3]})")
         revived = [n for n, m in self.mask.items() if params[n].detach()[~m].any()]
         if revived:
             raise RuntimeError(f"{self.name}: pruned weights revived in {revived[:3]} (losses {losses})")
-        import torch
-
         if {p.dtype for p in params.values()} != {torch.float32}:
             raise RuntimeError(f"{self.name}: the master weights must stay fp32")
 
