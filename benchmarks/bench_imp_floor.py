@@ -70,11 +70,12 @@ def run_floor(a, train, test, timing):
 
     dev = torch.device(a.device)
     torch.manual_seed(a.seed)
-    model = timm.create_model(a.model).to(dev)
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    model = timm.create_model(a.model).to(dev, memory_format=fmt)
     names = prunable_parameters(model)
     params = dict(model.named_parameters())
-    mask = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
-    x, y = train.pixels.to(dev), train.labels.to(dev)
+    mask = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}  # in the weights' memory format
+    x, y = train.pixels.to(dev).contiguous(memory_format=fmt), train.labels.to(dev)
     steps_per_epoch = math.ceil(len(y) / a.batch_size)
     total = steps_per_epoch * a.epochs
     rewind = None
@@ -121,7 +122,7 @@ def run_floor(a, train, test, timing):
             if level == 0 and step + 1 == a.rewind:
                 rewind = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
             correct = sum(int((model(test.pixels[j:j + 256].to(dev)).argmax(-1) == test.labels[j:j + 256].to(dev))
                               .sum()) for j in range(0, len(test), 256))
         accs.append(correct / len(test))
@@ -152,6 +153,9 @@ def run_lottery(a, train, test, collate, timing, out_dir):
 
     torch.manual_seed(a.seed)
     model = timm.create_model(a.model)
+    if a.channels_last:  # batches too: the data path hands them out channels-last
+        for ds in (train, test):
+            ds.pixels = ds.pixels.contiguous(memory_format=torch.channels_last)
     args = TrainingArguments(
         output_dir=out_dir, num_train_epochs=a.epochs, per_device_train_batch_size=a.batch_size,
         per_device_eval_batch_size=256, learning_rate=a.lr, lr_scheduler_type=a.schedule, warmup_steps=a.warmup,
@@ -160,7 +164,7 @@ def run_lottery(a, train, test, collate, timing, out_dir):
         dataloader_pin_memory=False, seed=a.seed, use_cpu=a.device == "cpu", bf16=a.bf16)
     trainer = LotteryTrainer(model=model, args=args, lottery_args=LotteryArguments(levels=a.levels, rewind_steps=a.rewind),
                              train_dataset=train, eval_dataset=test, data_collator=collate,
-                             compute_metrics=accuracy_metrics)
+                             compute_metrics=accuracy_metrics, channels_last=a.channels_last)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(StepTimer())
     timing["setup_trainer"] = time.perf_counter() - timing.pop("_t_setup")
@@ -280,8 +284,9 @@ def reap(*children: Child) -> None:
             pending.pop(pid).reaped(status, ru)
 
 
-def start_worker(a, variant: str, cpu: int | None = None) -> Child:
-    return Child([sys.executable, os.path.abspath(__file__), "--worker", variant] + a.passthrough, a.threads, cpu)
+def start_worker(a, variant: str, cpu: int | None = None, extra: tuple[str, ...] = ()) -> Child:
+    return Child([sys.executable, os.path.abspath(__file__), "--worker", variant] + a.passthrough + list(extra),
+                 a.threads, cpu)
 
 
 def worker_result(child: Child, variant: str) -> dict:
@@ -299,13 +304,13 @@ def measure(a, variant: str) -> dict:
     return worker_result(start_worker(a, variant), variant)
 
 
-def start_demo(a, cpu: int | None = None) -> Child:
-    """The demo as a user runs it: ``python examples/run_imp.py CONFIG --levels N --tensor_data``."""
+def start_demo(a, cpu: int | None = None, extra: tuple[str, ...] = ()) -> Child:
+    """The demo as a user runs it: ``python examples/run_imp.py CONFIG --levels N --tensor_data`` (+ ``extra``)."""
     import tempfile
 
     out = tempfile.mkdtemp(prefix="bench_demo_")
     child = Child([sys.executable, os.path.join(ROOT, "examples", "run_imp.py"), a.demo, "--levels", str(a.levels),
-                   "--tensor_data", "--output_dir", out, "--seed", str(a.seed)], a.threads, cpu)
+                   "--tensor_data", "--output_dir", out, "--seed", str(a.seed), *extra], a.threads, cpu)
     child.run_dir = out
     return child
 
@@ -372,6 +377,13 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in both (the Trainer's --bf16)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and batches in channels-last memory format in both (LotteryTrainer's channels_last)")
+    p.add_argument("--fast-vs-fp32", action="store_true",
+                   help="with --demo: the demo with --fast auto, the demo with --fast off (fp32, as before --fast) and "
+                        "the floor (fp32) in one run, in pairs: fast|fp32, fp32|floor, floor|fast per repeat (side by "
+                        "side with --side-by-side); --floor-fast adds the floor in bf16 + channels-last")
+    p.add_argument("--floor-fast", action="store_true", help="with --fast-vs-fp32: also the floor in bf16 + channels-last")
     p.add_argument("--gc-freeze", action="store_true",
                    help="LotteryTrainer: gc.collect() before the gc.freeze() that precedes run_imp() (as examples/run_imp.py freezes the heap, without the collect)")
     p.add_argument("--seed", type=int, default=0)
@@ -481,10 +493,96 @@ def demo_main(a) -> None:
           f"{d['process_cpu'] / f['process_cpu']:.3f} (CPU); load average {os.getloadavg()[0]:.2f}")
 
 
+# --fast-vs-fp32: what each variant runs
+FAST_VARIANTS = {
+    "fast": ("demo", ("--fast", "auto")),         # the demo as users run it now (config: "fast": "auto")
+    "fp32": ("demo", ("--fast", "off")),          # the demo before --fast: fp32, contiguous
+    "floor": ("floor", ()),                       # the plain PyTorch loop, fp32
+    "floor_fast": ("floor", ("--bf16", "--channels-last")),  # the plain loop in bf16 + channels-last
+}
+
+
+def fast_main(a) -> None:
+    """Fast demo vs fp32 demo vs the floor, in pairs (each pair at the same time with --side-by-side)."""
+    import itertools
+
+    names = ["fast", "fp32", "floor"] + (["floor_fast"] if a.floor_fast else [])
+    pairs = list(itertools.combinations(names, 2))
+    cores = sorted(os.sched_getaffinity(0))
+    side_by_side = a.side_by_side and a.threads == 1 and len(cores) >= 2
+    print(f"demo {os.path.relpath(a.demo, ROOT)} --levels {a.levels}: {', '.join(names)} in pairs "
+          f"{', '.join('|'.join(p) for p in pairs)} x {a.repeats} repeat(s), "
+          f"{'side by side, one core each' if side_by_side else 'one after the other'}, {a.threads} thread(s); "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+
+    def start(name, cpu):
+        kind, extra = FAST_VARIANTS[name]
+        return start_demo(a, cpu, extra) if kind == "demo" else start_worker(a, "floor", cpu, extra)
+
+    def result(name, child):
+        if FAST_VARIANTS[name][0] == "demo":
+            r = demo_result(child, a)
+            r["training"] = r["train_runtime"]
+        else:
+            r = worker_result(child, "floor")
+            r["training"] = r["steps"]
+        r["rest"] = r["process"] - r["training"]
+        return r
+
+    results = {n: [] for n in names}
+    ratios = {p: {"process": [], "process_cpu": [], "training": []} for p in pairs}
+    for r in range(a.repeats):
+        for i, (x, y) in enumerate(pairs):
+            swap = (r + i) % 2
+            cx, cy = (cores[-1], cores[0]) if swap else (cores[0], cores[-1])
+            if side_by_side:
+                kx, ky = start(x, cx), start(y, cy)
+                reap(kx, ky)
+                rx, ry = result(x, kx), result(y, ky)
+            else:
+                first, second = (y, x) if swap else (x, y)
+                done = {first: result(first, start(first, None))}
+                done[second] = result(second, start(second, None))
+                rx, ry = done[x], done[y]
+            for n, res in ((x, rx), (y, ry)):
+                results[n].append(res)
+            for k in ratios[(x, y)]:
+                ratios[(x, y)][k].append(rx[k] / ry[k])
+            print(f"  repeat {r + 1} {x}|{y}: {rx['process']:.1f} s | {ry['process']:.1f} s "
+                  f"(wall ratio {rx['process'] / ry['process']:.3f}; training {rx['training']:.1f} | "
+                  f"{ry['training']:.1f} s); accuracy per level {x} "
+                  f"{', '.join(f'{v:.3f}' for v in rx['accuracy'])}, {y} {', '.join(f'{v:.3f}' for v in ry['accuracy'])}"
+                  f"; load average {os.getloadavg()[0]:.2f}", flush=True)
+    keys = ("process", "process_cpu", "training", "rest")
+    med = {n: {k: statistics.median(x[k] for x in rs) for k in keys} for n, rs in results.items()}
+    print()
+    print("| measure (median over all runs) | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for label, k in (("whole process (wall s)", "process"), ("whole process (CPU s)", "process_cpu"),
+                     ("training: all of Trainer.train() / the floor's optimizer steps (s)", "training"),
+                     ("everything else (s)", "rest")):
+        print(f"| {label} | " + " | ".join(f"{med[n][k]:.2f}" for n in names) + " |")
+    print("| optimizer steps | " + " | ".join(str(results[n][0]["n_steps"]) for n in names) + " |")
+    print("| final density | " + " | ".join(f"{results[n][0]['final_density']:.4f}" for n in names) + " |")
+    print("| final accuracy | " + " | ".join(f"{results[n][0]['accuracy'][-1]:.3f}" for n in names) + " |")
+    print()
+    print("| pair | whole process, wall (median of pair ratios) | CPU | training | pair ratios (wall) |")
+    print("|---|---:|---:|---:|---|")
+    for (x, y), rs in ratios.items():
+        print(f"| {x} / {y} | {statistics.median(rs['process']):.3f} | {statistics.median(rs['process_cpu']):.3f} | "
+              f"{statistics.median(rs['training']):.3f} | {', '.join(f'{v:.3f}' for v in rs['process'])} |")
+    fast = statistics.median(ratios[("fast", "fp32")]["process"])
+    print(f"\nwhole demo, fast / fp32: {fast:.3f} (target <= 0.6: {'met' if fast <= 0.6 else 'NOT met'}); "
+          f"fast / floor: {statistics.median(ratios[('fast', 'floor')]['process']):.3f}; load average "
+          f"{os.getloadavg()[0]:.2f}")
+
+
 def main():
     a = parse()
     if a.worker:
         return worker(a)
+    if a.demo and a.fast_vs_fp32:
+        return fast_main(a)
     if a.demo:
         return demo_main(a)
     print(f"{a.model} on {a.train_samples} digits {a.image_size}px, {a.levels + 1} levels x {a.epochs} epochs, "

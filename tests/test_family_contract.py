@@ -175,3 +175,27 @@ def test_one_short_imp_level_runs(case, model, tmp_path):
     ticket = LotteryTicket.from_run(tmp_path / "run", level=1)
     assert ticket.family.name == case.family and RunDir(tmp_path / "run").flow.is_file()
     assert len(trainer.flow.get_units("block")) >= 2
+
+
+def test_channels_last_is_the_convolutional_families_choice(case, model, tmp_path):
+    """``ModelFamily.convolutional``: such a model computes the same in channels-last (``--channels_last``,
+    ``--fast auto``) and still writes contiguous tensors; any other family refuses ``--channels_last``."""
+    from lottery_rg.training.precision import choose_precision, to_channels_last
+
+    family = get_family(case.family)
+    args = training_args(tmp_path)
+    if not family.convolutional:
+        assert choose_precision(args, model, fast="auto")[1].channels_last is False
+        with pytest.raises(ValueError, match=f"{case.family} family"):
+            choose_precision(args, model, channels_last=True)
+        return
+    assert choose_precision(args, model, fast="auto")[1].channels_last is True
+    import copy
+
+    x = torch.randn(4, 3, 16, 16)
+    reference = copy.deepcopy(model).eval()(x)
+    cl = to_channels_last(copy.deepcopy(model)).eval()
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in cl.parameters())
+    torch.testing.assert_close(cl(x.contiguous(memory_format=torch.channels_last)), reference, rtol=1e-4, atol=1e-5)
+    assert all(t.is_contiguous() for t in cl.state_dict().values())

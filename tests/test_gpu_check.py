@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from utils import PYTHON, ROOT, subprocess_env
 
-SECTIONS = ("pytest", "imp_resume", "step_ratio", "global_prune", "imp_throughput")
+SECTIONS = ("pytest", "imp_resume", "step_ratio", "global_prune", "imp_throughput", "fast_switches")
 
 
 @pytest.mark.slow
@@ -40,4 +40,8 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     gp = c["global_prune"]["result"]
     assert gp["removed"]["ours"] == gp["removed_expected"] and gp["masks_on_device"]
     assert c["imp_throughput"]["result"]["ratio"] > 0
+    fast = c["fast_switches"]["result"]
+    assert fast["fast_auto_choice"]["channels_last"] is True and fast["fast_auto_choice"]["bf16"] == fast["native_bf16"]
+    assert {r["model"] for r in fast["results"]} == {"resnet20_cifar", "resnet18"}
+    assert all(set(r["variants"]) == {"fp32", "channels_last", "bf16", "bf16+channels_last"} for r in fast["results"])
     assert p.returncode == (0 if report["passed"] else 1)

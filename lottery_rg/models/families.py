@@ -149,6 +149,7 @@ class ModelFamily:
 
     name: str = ""
     library: str = ""  # the library whose checkpoints the family's models are: "timm" or "transformers"
+    convolutional: bool = False  # a network of 2-D convolutions: --fast auto trains it channels-last
 
     # ------------------------------------------------------------------ recognising and describing a model
     def matches(self, model: nn.Module) -> bool:

@@ -145,6 +145,7 @@ class ResNetFamily(TimmFamily):
     """
 
     name = "resnet"
+    convolutional = True
     model_arg_keys = ("layers",)
     _stage_re = re.compile(r"^layer(\d+)$")
 

@@ -170,6 +170,7 @@ class VGGFamily(TimmFamily):
     """CIFAR VGGs: stages of layers (convolution + BatchNorm) between poolings, a linear head, no stem."""
 
     name = "vgg"
+    convolutional = True
     model_arg_keys = ("depths", "channels")
 
     def matches(self, model: nn.Module) -> bool:

@@ -14,7 +14,7 @@ Device: every tensor the pruning creates lives on the weights' device (CUDA weig
 pruned on the GPU; the only host transfers are a few scalars: the NaN check, the two
 selected histogram buckets and the tie count). The result is the same bit for bit on
 every device. Masks are returned on the weights' device; ``MaskEnforcer`` moves them to the
-parameters' device and dtype; ``save_mask`` writes from any device and ``load_mask(device=)``
+parameters' device, dtype and memory format; ``save_mask`` writes from any device and ``load_mask(device=)``
 reads onto any device.
 """
 
@@ -256,17 +256,21 @@ class MaskEnforcer:
         self._place()
 
     def _place(self) -> None:
-        # factors in the parameter's own device and dtype (exact 0/1 in fp32, bf16 and fp16)
-        self.factors = [m.to(device=p.device, dtype=p.dtype) for p, m in zip(self.params, self._masks)]
-        self._where = [(p.device, p.dtype) for p in self.params]
+        # factors in the parameter's own device, dtype (exact 0/1 in fp32, bf16 and fp16) and memory format
+        # (channels-last weights get channels-last factors): equal strides keep _foreach_mul_ on its fused path
+        self.factors = [torch.empty_like(p).copy_(m) for p, m in zip(self.params, self._masks)]
+        self._where = [_placement(p) for p in self.params]
 
     @torch.no_grad()
     def apply(self) -> None:
         if self.params:
-            p = self.params[0]
-            if (p.device, p.dtype) != self._where[0]:  # the model was moved or cast after the enforcer was built
+            if _placement(self.params[0]) != self._where[0]:  # the model was moved, cast or re-laid out since
                 self._place()
             torch._foreach_mul_(self.params, self.factors)
+
+
+def _placement(p: torch.Tensor) -> tuple:
+    return p.device, p.dtype, p.stride()
 
 
 def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:

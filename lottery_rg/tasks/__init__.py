@@ -40,4 +40,5 @@ def prepare_task(model_args, data_args, seed: int = 42) -> TaskSetup:
 
         setup = prepare_mlm_task(model_args, data_args, seed)
     setup.info["arguments"] = {"model_arguments": asdict(model_args), "data_arguments": asdict(data_args)}
+    setup.fast, setup.channels_last = model_args.fast, model_args.channels_last
     return setup

@@ -24,11 +24,13 @@ class TaskSetup:
     preprocess_logits_for_metrics: Callable | None = None
     processing_class: Any = None
     info: dict = field(default_factory=dict)  # data set name, image size, … (for model cards)
+    fast: str = "off"  # --fast and --channels_last, for LotteryTrainer (which decides precision and layout)
+    channels_last: bool = False
 
     def trainer_kwargs(self) -> dict:
         return {k: getattr(self, k) for k in ("model", "train_dataset", "eval_dataset", "data_collator",
                                               "compute_metrics", "preprocess_logits_for_metrics",
-                                              "processing_class")}
+                                              "processing_class", "fast", "channels_last")}
 
 
 def truncate_splits(dsd, max_train_samples: int | None, max_eval_samples: int | None):

@@ -133,11 +133,12 @@ def load_image_splits(data_args):
                                image_size=data_args.image_size or 32)
 
 
-def prepare_data_for_model(model, data_args, dsd=None, with_collator: bool = False):
+def prepare_data_for_model(model, data_args, dsd=None, with_collator: bool = False, channels_last: bool = False):
     """Train and test splits of an image data set, transformed to the input ``model`` expects.
 
     Returns ``(train, test, size)``, and the data collator as a fourth item with ``with_collator`` (None for the
     PIL path; the batch collator of :mod:`lottery_rg.tasks.tensor_images` with ``--tensor_data``).
+    ``channels_last``: the tensor path hands out channels-last batches (the trainer converts any other).
     """
     from timm.data import resolve_data_config
 
@@ -150,7 +151,8 @@ def prepare_data_for_model(model, data_args, dsd=None, with_collator: bool = Fal
     if getattr(data_args, "tensor_data", False):
         from .tensor_images import tensor_image_splits
 
-        train, test, collator = tensor_image_splits(dsd, size, mean, std, augment=data_args.augment)
+        train, test, collator = tensor_image_splits(dsd, size, mean, std, augment=data_args.augment,
+                                                    channels_last=channels_last)
     else:
         train = dsd["train"].with_transform(ImageTransform(size, mean, std, train=True, augment=data_args.augment))
         test = dsd["test"].with_transform(ImageTransform(size, mean, std))
@@ -162,6 +164,7 @@ def prepare_image_task(model_args, data_args, seed: int = 42) -> TaskSetup:
     from transformers import set_seed
 
     from ..models.loading import load_model
+    from ..models.memory_format import is_convolutional
 
     dsd = load_image_splits(data_args)
     labels = dsd["train"].features["label"].names
@@ -169,7 +172,10 @@ def prepare_image_task(model_args, data_args, seed: int = 42) -> TaskSetup:
     model = load_model(model_args.model_name_or_path, num_labels=len(labels), pretrained=model_args.pretrained,
                        revision=model_args.revision, model_kwargs=model_args.model_kwargs,
                        image_size=data_args.image_size)
-    train, test, size, collator = prepare_data_for_model(model, data_args, dsd, with_collator=True)
+    # --fast auto trains convolutional families channels-last (the trainer decides the same way)
+    channels_last = model_args.channels_last or (model_args.fast == "auto" and is_convolutional(model))
+    train, test, size, collator = prepare_data_for_model(model, data_args, dsd, with_collator=True,
+                                                         channels_last=channels_last)
     if wants_sync_bn(model_args, data_args):
         model = sync_batchnorm(model)
     info = {"dataset": data_args.dataset_name or "sklearn-digits (embedded)", "image_size": size,

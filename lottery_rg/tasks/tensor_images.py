@@ -31,7 +31,8 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["decode_images", "TensorImageDataset", "TensorImageCollator", "tensor_image_splits", "crop_flip"]
+__all__ = ["decode_images", "TensorImageDataset", "TensorImageCollator", "tensor_image_splits", "crop_flip",
+           "is_channels_last"]
 
 
 def decode_images(dataset, image_size: int, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,11 +65,14 @@ def crop_flip(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torc
     """Per-image crop of the zero-padded batch at (``top``, ``left``) in [0, 2·pad], mirrored where ``flip``.
 
     One gather over the batch; ``fill`` is the padding value (per channel or a scalar).
-    Equals ``hflip(crop(pad(img, pad, fill), top, left, H, W))`` image by image.
+    Equals ``hflip(crop(pad(img, pad, fill), top, left, H, W))`` image by image. A channels-last batch gives a
+    channels-last result (gathered in [B, H, W, C] order), any other a contiguous one.
     """
     b, c, h, w = x.shape
     dev = x.device
-    padded = x.new_empty(b, c, h + 2 * pad, w + 2 * pad)
+    nhwc = is_channels_last(x)
+    padded = torch.empty((b, c, h + 2 * pad, w + 2 * pad), dtype=x.dtype, device=dev,
+                         memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     padded[:] = (fill.to(dev, x.dtype).view(1, c, 1, 1) if isinstance(fill, torch.Tensor) else fill)
     padded[:, :, pad:pad + h, pad:pad + w] = x
     top, left, flip = top.to(dev), left.to(dev), flip.to(dev)
@@ -76,8 +80,15 @@ def crop_flip(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torc
     cols = torch.arange(w, device=dev).view(1, w)
     cols = left.view(b, 1) + torch.where(flip.view(b, 1), (w - 1) - cols, cols)         # [B, W]
     bi = torch.arange(b, device=dev).view(b, 1, 1, 1)
-    ci = torch.arange(c, device=dev).view(1, c, 1, 1)
-    return padded[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+    ci = torch.arange(c, device=dev)
+    if nhwc:  # [B, H, W, C], viewed as [B, C, H, W]: channels-last without a copy
+        return padded[bi, ci.view(1, 1, 1, c), rows.view(b, h, 1, 1), cols.view(b, 1, w, 1)].permute(0, 3, 1, 2)
+    return padded[bi, ci.view(1, c, 1, 1), rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-D tensor is laid out channels-last (and not also plain contiguous, as 1-channel ones are)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class TensorImageDataset(torch.utils.data.Dataset):
@@ -85,14 +96,18 @@ class TensorImageDataset(torch.utils.data.Dataset):
 
     ``pixels`` is normalised float32 (``normalized=True``) or raw uint8, normalised per
     batch with ``mean``/``std``. ``augment``: random crop (padding ``pad``) and horizontal flip.
+    ``channels_last``: the images are held, and batches come out, in channels-last memory format
+    (for a channels-last model: no conversion per batch); the values are the same.
     """
 
     def __init__(self, pixels: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
                  normalized: bool, augment: bool = False, pad: int | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, channels_last: bool = False):
         if pixels.ndim != 4 or len(pixels) != len(labels):
             raise ValueError(f"pixels must be [N, C, H, W] with one label per image, got {tuple(pixels.shape)} "
                              f"and {len(labels)} labels")
+        if channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
         self.pixels, self.labels = pixels, labels.to(pixels.device)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=pixels.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=pixels.device)
@@ -174,13 +189,15 @@ def _place(x: torch.Tensor, device) -> torch.Tensor:
 
 
 def tensor_image_splits(dsd, image_size: int, mean, std, augment: bool = False, device=None, *,
-                        normalize_once: bool = True, generator: torch.Generator | None = None):
+                        normalize_once: bool = True, generator: torch.Generator | None = None,
+                        channels_last: bool = False):
     """``(train, test, collator)`` from a ``DatasetDict`` with ``train``/``test`` (columns ``image``, ``label``).
 
     The drop-in for ``dsd[split].with_transform(ImageTransform(...))``: same pixel values
     without augmentation, decoded once. ``device``: None (CPU), a device, or ``"auto"`` (CUDA
     when the pixels take under a quarter of its free memory). ``normalize_once``: store
-    normalised float32 (4 bytes a pixel) instead of uint8 normalised per batch.
+    normalised float32 (4 bytes a pixel) instead of uint8 normalised per batch. ``channels_last``: batches in
+    channels-last memory format, for a model trained that way (``--channels_last``).
     """
     out = []
     for split, aug in (("train", augment), ("test", False)):
@@ -190,5 +207,6 @@ def tensor_image_splits(dsd, image_size: int, mean, std, augment: bool = False, 
         if normalize_once:
             x = _normalize(x, m, s)
         x = _place(x, device)
-        out.append(TensorImageDataset(x, y, mean, std, normalized=normalize_once, augment=aug, generator=generator))
+        out.append(TensorImageDataset(x, y, mean, std, normalized=normalize_once, augment=aug, generator=generator,
+                                      channels_last=channels_last))
     return out[0], out[1], TensorImageCollator()

@@ -15,6 +15,7 @@ from ..errors import check_field_types
 from ..pruning.masks import PRUNING_SCOPES, SCHEDULES
 from ..pruning.settings import PRUNE_PRESETS, LotterySettings
 from . import flags
+from .precision import FAST_CHOICES
 
 __all__ = ["LotteryArguments", "ModelArguments", "DataArguments", "TASKS", "FREE_TRAINING_ARGUMENTS", "parse_args",
            "json_kwargs"]
@@ -108,6 +109,15 @@ class ModelArguments:
         "help": "Keyword arguments of the model, as JSON: timm.create_model's (e.g. '{\"patch_size\": 4}' for a "
                 "ViT), from_pretrained's, or for embedded-bert the BertConfig fields (e.g. '{\"num_hidden_layers\": "
                 "2, \"hidden_size\": 128}'); the model's family checks them."})
+    channels_last: bool = field(default=False, metadata={
+        "help": "Train a convolutional network (ResNet, VGG) in channels-last (NHWC) memory format: the model and "
+                "every image batch (faster convolutions on CPUs with oneDNN and on GPUs). Files stay plain "
+                "contiguous tensors."})
+    fast: str = field(default="off", metadata={
+        "help": "auto: choose precision and layout for this machine — bf16 autocast where the device computes "
+                "bf16 natively (CPU with AVX512-BF16 or AMX, GPU of compute capability >= 8.0), fp32 elsewhere; "
+                "channels-last for convolutional families. The choice is logged, recorded in lottery_config.json "
+                "and locked like --bf16. off: exactly the flags given.", "choices": list(FAST_CHOICES)})
     sync_bn: bool = field(default=False, metadata={
         "help": "With several GPU processes: convert BatchNorm to SyncBatchNorm, so that batch statistics are "
                 "computed over the global batch as on one GPU (not available on CPU/gloo)."})
@@ -116,6 +126,8 @@ class ModelArguments:
         check_field_types(self)
         if self.task is not None and self.task not in TASKS:
             raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}")
+        if self.fast not in FAST_CHOICES:
+            raise ValueError(f"--fast must be one of {FAST_CHOICES}, got {self.fast!r}")
         self.model_kwargs = json_kwargs(self.model_kwargs, "--model_kwargs")
 
 

@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 from ..errors import ArgumentParser, UsageError, one_line
+from .precision import check_training_precision
 
 __all__ = ["FREE_TRAINING_ARGUMENTS", "FREE_REASONS", "HONOURED_BY_TRAINING_ARGUMENTS", "check_training_arguments",
            "precision_refusal", "timm_arguments", "flag_parser", "REFUSED_EXAMPLES"]
@@ -110,6 +111,10 @@ def precision_refusal(args: Any) -> str | None:
         return None
     device = args.device
     if half and device.type == "cpu":
+        try:
+            check_training_precision(args)  # the message that says whether this CPU has bf16 natively
+        except ValueError as e:
+            return str(e)
         return (f"--{half[0]}: the CPU does not compute in float16 (it would train in float32 and record fp16); "
                 f"on the CPU drop --{half[0]} or use --bf16")
     if brain and device.type == "cuda":

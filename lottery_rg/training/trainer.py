@@ -47,6 +47,7 @@ from .calibration import calibration_batches
 from .flags import check_training_arguments, timm_arguments
 from .launch import check_parallelism, hold_run_lock, stop_with_launcher
 from .level_loss import LevelLoss
+from .precision import channels_last_batch, choose_precision, to_channels_last
 from .rewind import RewindPoint
 from .tracking import log_level, route_tracker_files
 
@@ -65,13 +66,17 @@ class LotteryTrainer(Trainer):
         lottery_args: :class:`~lottery_rg.training.arguments.LotteryArguments`.
         mask: start from a ticket's mask (level 0 trains it; plain ``train()`` keeps it).
         run_info: provenance for the run record and model cards (data set, base model, command, locked flags).
+        fast: ``"auto"`` chooses bf16 and channels-last for this machine (``--fast``; see
+            :mod:`lottery_rg.training.precision`), ``"off"`` takes ``args`` as they are.
+        channels_last: train the model and its image batches in channels-last memory format (``--channels_last``;
+            convolutional families only).
         **kwargs: anything ``Trainer`` accepts (datasets, collator, compute_metrics, callbacks…),
             except ``optimizers``/``model_init``: IMP needs a fresh optimizer per level.
     """
 
     def __init__(self, model: nn.Module | None = None, args: TrainingArguments | None = None,
                  lottery_args: LotteryArguments | None = None, *, mask: Mask | None = None,
-                 run_info: dict | None = None, **kwargs):
+                 run_info: dict | None = None, fast: str = "off", channels_last: bool = False, **kwargs):
         if kwargs.get("optimizers", (None, None)) != (None, None):
             raise ValueError("LotteryTrainer creates a fresh optimizer for every level; choose it through "
                              "TrainingArguments (--optim, --learning_rate, …) or override create_optimizer")
@@ -93,6 +98,10 @@ class LotteryTrainer(Trainer):
         # a timm model's label smoothing and activation checkpointing are lottery_rg's (recorded as given)
         args, self._timm_flags = timm_arguments(args, model) if args is not None and self.family.library == "timm" \
             else (args, {})
+        # bf16 / channels-last (--fast, --channels_last): chosen, and the model laid out, before the Trainer sees it
+        args, self.precision = choose_precision(args, model, fast=fast, channels_last=channels_last)
+        if self.precision.channels_last:
+            to_channels_last(model)
         super().__init__(model=model, args=args, **kwargs)
         check_parallelism(self.args)
         self._is_hf_model = self.family.library == "transformers"
@@ -124,7 +133,8 @@ class LotteryTrainer(Trainer):
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:
         if self._is_hf_model:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        logits = model(inputs["pixel_values"])
+        pixels = inputs["pixel_values"]
+        logits = model(channels_last_batch(pixels) if self.precision.channels_last else pixels)
         loss = F.cross_entropy(logits, inputs["labels"],
                                label_smoothing=float(self._timm_flags.get("label_smoothing_factor", 0.0)))
         return (loss, {"logits": logits}) if return_outputs else loss
@@ -192,6 +202,7 @@ class LotteryTrainer(Trainer):
                                self.run_dir, changed.split(": ", 1)[-1],
                                f" (removed {', '.join(p.name for p in removed)})" if removed else "")
             self.run.record_config(new_config, replace=changed is not None)
+            logger.info("%s", self.precision.describe())  # the choice --fast made, once every check has passed
         self.accelerator.wait_for_everyone()
         self.flow = self._load_or_create_flow()
         result = LotteryResult(self.run_dir)
@@ -405,6 +416,7 @@ class LotteryTrainer(Trainer):
                     if k not in FREE_TRAINING_ARGUMENTS}
         # secret-named flags (--hub_token …) are not settings: the lock leaves them out
         locked = without_secrets({"training": training, "processes": {"world_size": self.args.world_size},
+                                  "precision": self.precision.locked(),  # channels-last (bf16 is in training)
                                   **{k: dict(v) for k, v in (self.run_info.get("arguments") or {}).items()}})
         return redact({
             "lottery_rg_version": __version__,
@@ -414,6 +426,7 @@ class LotteryTrainer(Trainer):
             "prunable": self.prunable,
             "info": {k: v for k, v in self.run_info.items() if k != "arguments"},
             "settings": locked,
+            "precision": self.precision.to_dict(),  # what --fast chose and why (bf16 and layout are locked)
             "command": self.run_info.get("command") or redact_command(["python", *sys.argv]),
             "training": {"steps_per_level": total_steps, "seed": self.args.seed,
                          "learning_rate": self.args.learning_rate, "optim": str(self.args.optim),
