@@ -342,6 +342,8 @@ def compare_units(ta: EigenvalueTable, tb: EigenvalueTable, labels, *, relation:
                  f"a unit differs when p_holm < {alpha:g}")
     disagreeing = [u for u, g in zip(units, agree) if not g]
     differing = [u for u, d in zip(units, differs) if d]
+    # no standard error on a side (fewer than 3 levels in the window, one seed of a pool…): no test of λa = λb
+    unjudged = [u for u, p, f in zip(units, test["p"], finite) if f and np.isnan(p)]
     summary = {
         "n_units": n, "n_agree": n_agree, "agreement": n_agree / n if n else float("nan"),
         "all_agree": n_agree == n and n > 0,
@@ -353,9 +355,9 @@ def compare_units(ta: EigenvalueTable, tb: EigenvalueTable, labels, *, relation:
         "disagreeing": disagreeing, "differing": differing, "n_differ": len(differing),
         "class_flips_within_uncertainty": [u for u in disagreeing if u not in differing],
         "alpha": alpha, "statistic": statistic, "se_method_a": method_a, "se_method_b": method_b,
-        "relation": relation,
+        "relation": relation, "no_uncertainty": unjudged, "n_finite": int(finite.sum()),
     }
-    summary["same"] = summary["all_agree"] and not differing
+    summary["same"] = summary["all_agree"] and not differing and not unjudged
     verdict = _unit_verdict(summary, labels, relation)
     return FlowComparison("unit", table, summary, verdict, labels, ta.granularity)
 
@@ -365,6 +367,20 @@ def _fmt_units(units) -> str:
 
 
 def _unit_verdict(s: dict, labels, relation: str) -> str:
+    unjudged = s.get("no_uncertainty") or []
+    if unjudged and len(unjudged) == s.get("n_finite", s["n_units"]):
+        return ("cannot be judged: no uncertainties — no eigenvalue has a standard error on both sides (a single "
+                "run needs at least 3 levels in the fit window for its bootstrap SE; a pool needs several seeds), so "
+                "whether the eigenvalues differ cannot be tested; the classes agree in "
+                f"{s['n_agree']}/{s['n_units']} units")
+    verdict = _judged_verdict(s, labels, relation)
+    if unjudged:
+        verdict += (f"; cannot be judged for {_fmt_units(unjudged)}: no uncertainties (no standard error on both "
+                    f"sides), these units are left out of the test")
+    return verdict
+
+
+def _judged_verdict(s: dict, labels, relation: str) -> str:
     n, n_agree = s["n_units"], s["n_agree"]
     differ = s["differing"]
     soft = s["class_flips_within_uncertainty"]
