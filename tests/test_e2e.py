@@ -93,7 +93,8 @@ def test_two_processes_hold_identical_masks_and_one_writes(tmp_path):
         metrics = json.loads((out / f"level_{level:02d}" / "metrics.json").read_text())
         digests = metrics["mask_digest_per_process"]
         assert len(digests) == 2 and digests[0] == digests[1], digests
-        assert log.count(f"[lottery_rg] level {level}/2 done") == 1, "only the main process reports and writes"
+        done = f"lottery_rg.training.trainer: level {level}/2 done"
+        assert log.count(done) == 1, "only the main process reports and writes"
         for rank in (0, 1):
             assert f"mask digest {digests[0]} (process {rank})" in log
     assert_level_dirs_complete(out)
@@ -101,7 +102,7 @@ def test_two_processes_hold_identical_masks_and_one_writes(tmp_path):
     # the linear-mode-connectivity copy trains on both ranks; one record, one report
     record = json.loads((out / "stability" / "level_02" / "stability.json").read_text())
     assert record["seeds"] == [0, 1] and len(record["accuracy"]) == 3
-    assert log.count("[lottery_rg] stability of level 2: instability") == 1
+    assert log.count("lottery_rg.stability: stability of level 2: instability") == 1
 
 
 @pytest.mark.slow

@@ -107,9 +107,16 @@ def test_corrupt_and_mismatched_files_are_refused_with_the_file_named(ticket, tm
 
     d = variant("family")
     cfg = json.loads((d / "config.json").read_text())
-    cfg["lottery_rg"]["family"] = "mamba"
+    cfg["lottery_rg"]["family"] = "no_such_family"
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="config.json.*unknown model family 'mamba'"):
+    with pytest.raises(ValueError, match="config.json.*unknown model family 'no_such_family'"):
+        LotteryTicket.from_pretrained(d)
+
+    d = variant("other-family")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["lottery_rg"]["family"] = "vgg"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="config.json.*family says 'vgg'.*CifarResNet"):
         LotteryTicket.from_pretrained(d)
 
     d = variant("pickle")

@@ -58,3 +58,18 @@ def test_elastic_transfer_between_vit_depths():
     assert torch.equal(deep.model.pos_embed, model.pos_embed) and torch.equal(deep.model.head.weight, model.head.weight)
     shallow = ElasticTicket(deep).transform("vit-4", inverse_mapping(et.last_result.mapping))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in shallow.model.state_dict().items())
+
+
+def test_every_constructor_argument_that_shapes_the_model_is_recorded():
+    family_model = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=16, class_token=False,
+                                     global_pool="avg", qkv_bias=False, reg_tokens=2, **TINY)
+    family = family_of(family_model)
+    arch = family.architecture(family_model)
+    assert {k: arch["model_args"][k] for k in ("class_token", "global_pool", "qkv_bias", "reg_tokens")} == \
+        {"class_token": False, "global_pool": "avg", "qkv_bias": False, "reg_tokens": 2}
+    family.check_architecture(arch)
+    again = family.build(arch)
+    assert {k: v.shape for k, v in again.state_dict().items()} == \
+        {k: v.shape for k, v in family_model.state_dict().items()}
+    with pytest.raises(ValueError, match="global_pool"):
+        family.check_architecture({**arch, "model_args": {**arch["model_args"], "global_pool": "os.system"}})

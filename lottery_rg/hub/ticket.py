@@ -340,6 +340,10 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             model = get_family(meta["family"]).build(ticket_architecture(cfg, meta))
         except (TypeError, ValueError, KeyError) as e:
             raise ValueError(f"{cfg_path}: cannot build the model it describes: {e}") from e
+        built = family_of(model).name
+        if built != meta["family"]:
+            raise ValueError(f"{cfg_path}: lottery_rg.family says {meta['family']!r}, but its architecture builds a "
+                             f"{type(model).__name__} (a {built!r} model)")
         mask = load_mask(_require(folder, "mask.safetensors"), model, device=_device_of(model))
         check_prunable(meta, model, mask, str(cfg_path))
         if int(meta.get("format", 1)) >= 2:

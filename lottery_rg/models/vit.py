@@ -40,17 +40,19 @@ __all__ = ["ViTFamily"]
 _STEM = ("patch_embed", "cls_token", "reg_token", "pos_embed", "norm_pre")
 _HEAD = ("attn_pool", "norm", "fc_norm", "head_drop", "head")
 MAX_IMAGE = 4096
+_POOLS = ("", "token", "avg", "avgmax", "max", "map")
 
 
 def _shape(model: nn.Module) -> dict[str, Any]:
-    """What the constructor arguments ``img_size``, ``patch_size``, ``depth``, ``embed_dim``, ``num_heads`` and
-    ``mlp_ratio`` made of ``model``, read from its modules."""
+    """What the constructor arguments of ``model_arg_keys`` made of ``model``, read from its modules."""
     block = model.blocks[0]
     img, patch = model.patch_embed.img_size, model.patch_embed.patch_size
     return {"img_size": int(img[0]) if img[0] == img[1] else list(img),
             "patch_size": int(patch[0]) if patch[0] == patch[1] else list(patch),
             "depth": len(model.blocks), "embed_dim": int(model.embed_dim), "num_heads": int(block.attn.num_heads),
-            "mlp_ratio": block.mlp.fc1.out_features / model.embed_dim}
+            "mlp_ratio": block.mlp.fc1.out_features / model.embed_dim, "qkv_bias": block.attn.qkv.bias is not None,
+            "class_token": model.cls_token is not None, "reg_tokens": int(getattr(model, "num_reg_tokens", 0)),
+            "global_pool": str(model.global_pool)}
 
 
 @functools.cache
@@ -66,7 +68,8 @@ class ViTFamily(TimmFamily):
     """timm Vision Transformers: patch-embedding stem, one stage of transformer blocks, norm + classifier head."""
 
     name = "vit"
-    model_arg_keys = ("img_size", "patch_size", "depth", "embed_dim", "num_heads", "mlp_ratio")
+    model_arg_keys = ("img_size", "patch_size", "depth", "embed_dim", "num_heads", "mlp_ratio", "qkv_bias",
+                      "class_token", "reg_tokens", "global_pool")
 
     def matches(self, model: nn.Module) -> bool:
         from timm.models.vision_transformer import VisionTransformer
@@ -93,7 +96,7 @@ class ViTFamily(TimmFamily):
 
     def check_model_args(self, model_args: Mapping[str, Any]) -> None:
         for key, hi in (("img_size", MAX_IMAGE), ("patch_size", MAX_IMAGE), ("depth", MAX_DEPTH),
-                        ("embed_dim", 65_536), ("num_heads", 512)):
+                        ("embed_dim", 65_536), ("num_heads", 512), ("reg_tokens", 64)):
             value = model_args.get(key)
             for v in (value if isinstance(value, list) and key in ("img_size", "patch_size") else [value]):
                 if v is not None:
@@ -102,6 +105,12 @@ class ViTFamily(TimmFamily):
         if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
                                   or not 0 < ratio <= 64):
             raise ValueError(f"lottery_rg.model_args.mlp_ratio must be a number in (0, 64], got {ratio!r}")
+        for key in ("qkv_bias", "class_token"):
+            if key in model_args and not isinstance(model_args[key], bool):
+                raise ValueError(f"lottery_rg.model_args.{key} must be true or false, got {model_args[key]!r}")
+        if model_args.get("global_pool", "token") not in _POOLS:
+            raise ValueError(f"lottery_rg.model_args.global_pool must be one of {_POOLS}, got "
+                             f"{model_args['global_pool']!r}")
 
     def input_kwargs(self, model: nn.Module, image_size: int | None) -> dict:
         if image_size is None:

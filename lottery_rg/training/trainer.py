@@ -37,15 +37,7 @@ from ..io import state_from_file
 from ..models.families import family_of, prunable_parameters
 from ..pruning.callbacks import MaskCallback
 from ..pruning.checks import nonfinite_tensors
-from ..pruning.masks import (
-    Mask,
-    broadcast_mask,
-    check_mask,
-    full_mask,
-    load_mask,
-    mask_digest,
-    surviving,
-)
+from ..pruning.masks import Mask, broadcast_mask, check_mask, full_mask, load_mask, mask_digest, surviving
 from ..redact import redact, redact_command, redact_run_info, without_secrets
 from ..report import write_run_summary
 from ..run import LotteryResult, RunDir, RunLockedError, drop_checkpoints_after, last_complete_checkpoint
