@@ -343,7 +343,8 @@ def compare_units(ta: EigenvalueTable, tb: EigenvalueTable, labels, *, relation:
     disagreeing = [u for u, g in zip(units, agree) if not g]
     differing = [u for u, d in zip(units, differs) if d]
     # no standard error on a side (fewer than 3 levels in the window, one seed of a pool…): no test of λa = λb
-    unjudged = [u for u, p, f in zip(units, test["p"], finite) if f and np.isnan(p)]
+    judged = np.isfinite(np.asarray(se_a, float)) & np.isfinite(np.asarray(se_b, float))
+    unjudged = [u for u, j, f in zip(units, judged, finite) if f and not j]
     summary = {
         "n_units": n, "n_agree": n_agree, "agreement": n_agree / n if n else float("nan"),
         "all_agree": n_agree == n and n > 0,
@@ -370,7 +371,7 @@ def _unit_verdict(s: dict, labels, relation: str) -> str:
     unjudged = s.get("no_uncertainty") or []
     if unjudged and len(unjudged) == s.get("n_finite", s["n_units"]):
         return ("cannot be judged: no uncertainties — no eigenvalue has a standard error on both sides (a single "
-                "run needs at least 3 levels in the fit window for its bootstrap SE; a pool needs several seeds), so "
+                "run needs at least 3 level-to-level ratios in the fit window for its bootstrap SE; a pool needs several seeds), so "
                 "whether the eigenvalues differ cannot be tested; the classes agree in "
                 f"{s['n_agree']}/{s['n_units']} units")
     verdict = _judged_verdict(s, labels, relation)

@@ -2,8 +2,9 @@
 
 A loss of NaN or infinity means the weights are (or are about to be) NaN: every later step, the level's record,
 its pruning and every level after it would be built on nothing. :class:`DivergenceGuard` stops the level at the
-first such loss, naming the step and the settings to look at; :meth:`LotteryTrainer._run_level` also refuses to
-write a level whose weights are not finite, whatever the loss said.
+first such loss, naming the step and the settings to look at; :class:`~lottery_rg.LotteryTrainer` also refuses
+to write a level whose weights are not finite at the end of its training, whatever the loss said (one pass over
+the weights per level).
 
 The check stays off the hot path. ``LotteryTrainer.training_step`` hands every micro-batch loss to
 :meth:`DivergenceGuard.add`:
@@ -77,8 +78,13 @@ class DivergenceGuard(TrainerCallback):
             look.append("--warmup_steps")
         return (f"{self.what}: the training loss {loss} at optimizer step {step}"
                 + (f" of {total}" if total else "") + f": training diverged. Look at {', '.join(look)}; a smaller "
-                "learning rate usually fixes it. Nothing of it was recorded as complete, and its checkpoints "
-                "(which hold the diverging weights) were removed")
+                "learning rate usually fixes it")
+
+    def nonfinite_weights_message(self, names: list[str]) -> str:
+        """The message for a ``train()`` call that ended with NaN/inf in the tensors ``names``."""
+        return (f"{self.what}: training ended with NaN or infinite values in {len(names)} tensors "
+                f"({', '.join(names[:5])}{' …' if len(names) > 5 else ''}) though the loss stayed finite: it is not "
+                f"used. Look at --learning_rate (now {self.trainer.args.learning_rate:g}) and the data")
 
     # ------------------------------------------------------------------ where the Trainer synchronises anyway
     def on_step_end(self, args, state, control, **kwargs):

@@ -328,11 +328,6 @@ class LotteryTrainer(Trainer):
                 for path in (run.rewind, run.rewind_state):
                     path.unlink(missing_ok=True)
             raise
-        bad = nonfinite_tensors(self.model.state_dict())
-        if bad:  # a loss can stay finite while a buffer (BatchNorm statistics…) is not
-            raise NonFiniteLossError(f"level {level} ended with non-finite values in {len(bad)} tensors "
-                                     f"({', '.join(bad[:5])}): it is not recorded as complete. Look at "
-                                     f"--learning_rate (now {self.args.learning_rate:g}) and the data")
         metrics = {"train_loss": train_output.training_loss, "train_steps": train_output.global_step,
                    "train_runtime": train_output.metrics.get("train_runtime")}
         if self.eval_dataset is not None:
@@ -398,10 +393,14 @@ class LotteryTrainer(Trainer):
         try:
             out = self.train(resume_from_checkpoint=resume)
             loss = self.level_loss.mean(self.state)
-        except NonFiniteLossError:
+            bad = nonfinite_tensors(self.model.state_dict())  # one pass: a loss can stay finite while a buffer
+            if bad:  # (BatchNorm statistics…) is not
+                raise NonFiniteLossError(self.divergence_guard.nonfinite_weights_message(bad))
+        except NonFiniteLossError as e:
             if self.is_world_process_zero():
                 shutil.rmtree(work, ignore_errors=True)  # its checkpoints hold the diverging weights
-            raise
+            raise NonFiniteLossError(f"{e}. Nothing of {what} was recorded, and its checkpoints (which hold the "
+                                     f"diverging weights) were removed from {work}") from None
         finally:
             self.level_loss.stop()
             self.args.output_dir = str(root)
