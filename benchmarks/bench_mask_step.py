@@ -396,13 +396,13 @@ def main() -> None:
         return [x / b for x, b in zip(per_round[c][v], per_round[c][ref])]
 
     print()
-    print("| variant     | wall ms/step | wall ratio to plain | CPU ms/step | CPU ratio to plain | page faults/step "
+    print("| variant         | wall ms/step | wall ratio to plain | CPU ms/step | CPU ratio to plain | page faults/step "
           "| non-zero masked weights |")
-    print("|-------------|-------------:|--------------------:|------------:|-------------------:|-----------------:"
+    print("|-----------------|-------------:|--------------------:|------------:|-------------------:|-----------------:"
           "|------------------------:|")
     med = {c: {v: statistics.median(ratios(c, v)) for v in VARIANTS} for c in clocks}
     for v in VARIANTS:
-        print(f"| {v:<11} | {1e3 * statistics.median(per_round['wall'][v]):12.1f} | {med['wall'][v]:19.3f} "
+        print(f"| {v:<15} | {1e3 * statistics.median(per_round['wall'][v]):12.1f} | {med['wall'][v]:19.3f} "
               f"| {1e3 * statistics.median(per_round['cpu'][v]):11.1f} | {med['cpu'][v]:18.3f} "
               f"| {statistics.mean(faults[v]):16.0f} | {100 * checks[v][1]:22.1f}% |")
     print("(ms/step: median over rounds of each run's median step; ratio: median over rounds of the within-round ratio;"

@@ -4,7 +4,6 @@ a flow comparison without uncertainties says so, a ticket with a custom prunable
 
 import json
 
-import pytest
 from utils import make_trainer
 
 from lottery_rg import LotteryTicket, RunDir
@@ -54,7 +53,8 @@ def test_a_cached_ticket_loads_without_a_word_and_bars_follow_the_trainer(hub, t
     trainer.run_imp()
     import sys
 
-    monkeypatch.setattr(sys.modules["huggingface_hub.utils.tqdm"], "HF_HUB_DISABLE_PROGRESS_BARS", None)  # conftest's =1, read at import: unset
+    # conftest sets HF_HUB_DISABLE_PROGRESS_BARS=1, read at import: unset it as a user's session has it
+    monkeypatch.setattr(sys.modules["huggingface_hub.utils.tqdm"], "HF_HUB_DISABLE_PROGRESS_BARS", None)
     was_disabled = are_progress_bars_disabled()
     enable_progress_bars()  # as a user's session has them
     try:

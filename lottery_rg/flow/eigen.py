@@ -370,9 +370,9 @@ def _fmt_units(units) -> str:
 def _unit_verdict(s: dict, labels, relation: str) -> str:
     unjudged = s.get("no_uncertainty") or []
     if unjudged and len(unjudged) == s.get("n_finite", s["n_units"]):
-        return ("cannot be judged: no uncertainties — no eigenvalue has a standard error on both sides (a single "
-                "run needs at least 3 level-to-level ratios in the fit window for its bootstrap SE; a pool needs several seeds), so "
-                "whether the eigenvalues differ cannot be tested; the classes agree in "
+        return ("cannot be judged: no uncertainties — no eigenvalue has a standard error on both sides (a "
+                "single run needs at least 3 level-to-level ratios in the fit window for its bootstrap SE; a pool "
+                "needs several seeds), so whether the eigenvalues differ cannot be tested; the classes agree in "
                 f"{s['n_agree']}/{s['n_units']} units")
     verdict = _judged_verdict(s, labels, relation)
     if unjudged:
