@@ -1,1 +1,1 @@
-"""An evaluate module: evaluate.load(<this folder>) runs its script accuracy.py (see lottery_rg.tasks.metrics)."""
+"""An evaluate module: evaluate.load(<this folder>) runs the script named like the folder."""
