@@ -67,6 +67,9 @@ def test_a_cached_ticket_loads_without_a_word_and_bars_follow_the_trainer(hub, t
         LotteryTicket.from_pretrained(repo)  # from the cache
         out = capfd.readouterr()
         assert out.out == "" and out.err == "", out
+        LotteryTicket.from_pretrained(repo, local_files_only=True)  # no Hub at all: from the cache, silently
+        out = capfd.readouterr()
+        assert out.out == "" and out.err == "", out
         assert not are_progress_bars_disabled()  # left as the user set them
     finally:
         if was_disabled:

@@ -440,8 +440,12 @@ def _fetch(model_id: str, *, revision=None, cache_dir=None, force_download=False
 
     kwargs = dict(revision=revision, cache_dir=cache_dir, token=token, force_download=force_download,
                   local_files_only=local_files_only, allow_patterns=_ALLOWED)
-    with hub_progress_bars(False):
-        cached = not any(f.will_download for f in snapshot_download(model_id, dry_run=True, **kwargs))
+    try:  # a dry run cannot run offline (local_files_only, HF_HUB_OFFLINE, Hub down): then nothing downloads
+        with hub_progress_bars(False):
+            cached = local_files_only or not any(f.will_download for f in
+                                                 snapshot_download(model_id, dry_run=True, **kwargs))
+    except Exception:  # noqa: BLE001  (the real call below reads the cache or says what is wrong)
+        cached = True
     with hub_progress_bars(not cached):
         folder = Path(snapshot_download(model_id, **kwargs))
     if not (folder / "model.safetensors").is_file():
