@@ -367,13 +367,18 @@ def _fmt_units(units) -> str:
     return ", ".join(units) if units else "none"
 
 
+_CONTROL_HEAD = "control vs trained (a trained flow against its untrained control; no transfer prediction): "
+
+
 def _unit_verdict(s: dict, labels, relation: str) -> str:
     unjudged = s.get("no_uncertainty") or []
     if unjudged and len(unjudged) == s.get("n_finite", s["n_units"]):
-        return ("cannot be judged: no uncertainties — no eigenvalue has a standard error on both sides (a "
-                "single run needs at least 3 level-to-level ratios in the fit window for its bootstrap SE; a pool "
-                "needs several seeds), so whether the eigenvalues differ cannot be tested; the classes agree in "
-                f"{s['n_agree']}/{s['n_units']} units")
+        head = _CONTROL_HEAD if relation == "control" else ""
+        return head + ("cannot be judged: no uncertainties — no eigenvalue has a standard error on both sides "
+                       "(a single run needs at least 3 level-to-level ratios in the fit window for its bootstrap "
+                       "SE; a pool needs several seeds), so whether the eigenvalues differ cannot be tested; the "
+                       "classes agree in "
+                       f"{s['n_agree']}/{s['n_units']} units")
     verdict = _judged_verdict(s, labels, relation)
     if unjudged:
         verdict += (f"; cannot be judged for {_fmt_units(unjudged)}: no uncertainties (no standard error on both "
@@ -388,7 +393,7 @@ def _judged_verdict(s: dict, labels, relation: str) -> str:
     soft_text = (f"; the class changes in {_fmt_units(soft)} are within the eigenvalues' uncertainty "
                  f"(no significant difference of λ): boundary cases, not evidence of different flows") if soft else ""
     if relation == "control":
-        head = "control vs trained (a trained flow against its untrained control; no transfer prediction): "
+        head = _CONTROL_HEAD
         if s["same"]:
             return head + ("same: every unit has the same class and no eigenvalue differs beyond its uncertainty, "
                            "so this flow's classes are reproduced without training")
