@@ -160,3 +160,26 @@ def test_a_loss_that_turns_infinite_later_stops_at_that_step(tmp_path):
     with pytest.raises(NonFiniteLossError, match="level 0: the training loss is inf at optimizer step 3 of 4"):
         trainer.run_imp()
     assert not RunDir(tmp_path / "run").level(0).exists()
+
+
+@pytest.mark.parametrize("logging_steps", [1, 100])
+def test_on_a_device_the_first_bad_step_is_named_where_the_trainer_synchronises(tmp_path, monkeypatch,
+                                                                                 logging_steps):
+    """Where the loss is not read on the host each step (a GPU without logging_nan_inf_filter), the first bad
+    step is kept on the device and reported at the next logging step, or when training ends."""
+    from lottery_rg.training.divergence import DivergenceGuard
+
+    class Blowup(LotteryTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return loss * float("inf") if self.state.global_step == 1 else loss
+
+    monkeypatch.setattr(DivergenceGuard, "reads_on_host", lambda self, loss: False)
+    setup = image_setup()
+    trainer = Blowup(args=training_args(tmp_path / "run", logging_steps=logging_steps,
+                                        logging_nan_inf_filter=False),
+                     lottery_args=LotteryArguments(levels=1), run_info=setup.info, **setup.trainer_kwargs())
+    with pytest.raises(NonFiniteLossError, match="level 0: the training loss is not finite at optimizer step 2 of 4"):
+        trainer.run_imp()
+    assert trainer.state.global_step == (2 if logging_steps == 1 else 4)
+    assert not RunDir(tmp_path / "run").level(0).exists()

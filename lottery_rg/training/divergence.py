@@ -49,7 +49,7 @@ class DivergenceGuard(TrainerCallback):
         """One micro-batch loss, as ``training_step`` returns it."""
         step = self.trainer.state.global_step + 1  # the optimizer step this micro-batch belongs to
         loss = loss.detach()
-        if loss.device.type == "cpu" or self.trainer.args.logging_nan_inf_filter:
+        if self.reads_on_host(loss):
             if not bool(torch.isfinite(loss).all()):
                 raise NonFiniteLossError(self.message(step, float(loss.float().mean())))
             return
@@ -57,6 +57,11 @@ class DivergenceGuard(TrainerCallback):
         if self._first_bad is None:
             self._first_bad = torch.full((), -1, dtype=torch.int64, device=loss.device)
         self._first_bad.copy_(torch.where(bad & (self._first_bad < 0), step, self._first_bad))
+
+    def reads_on_host(self, loss: torch.Tensor) -> bool:
+        """Whether the step's loss is read on the host anyway (on the CPU, or for the Trainer's
+        ``logging_nan_inf_filter``): then the guard checks it at once, else it defers to :meth:`check`."""
+        return loss.device.type == "cpu" or bool(self.trainer.args.logging_nan_inf_filter)
 
     def check(self) -> None:
         """Read the device-side record (one host sync) and raise if a loss was not finite."""
