@@ -21,10 +21,12 @@ __all__ = ["main", "flow_main", "stability_main"]
 def _flow_parser(prog: str = "lottery-rg flow") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
-        description="RG analysis of an IMP run: IMP-flow eigenvalues and classes, comparison with another run, "
-                    "critical-exponent fit (Eq. 14) and plots. Several RUNs (seeds of one configuration, e.g. "
-                    "from examples/run_seeds.sh) are pooled: λ as mean ± standard error across seeds and the "
-                    "class of every seed.",
+        description="RG analysis of an IMP run: IMP-flow eigenvalues and classes next to their null models (the "
+                    "untrained controls θ_k and θ_0 and the closed-form init-scale null), the training effect with "
+                    "three answers (different / equivalent / not resolved), λ_i(n) per level with a trend test, "
+                    "comparison with another run, critical-exponent fit (Eq. 14) and plots. Several RUNs (seeds of "
+                    "one configuration, e.g. from examples/run_seeds.sh) are pooled: λ as mean ± standard error "
+                    "across seeds, which is the uncertainty every verdict uses.",
     )
     p.add_argument("run", nargs="+", help="IMP run directory, flow.json file, or Hub repository id; several: the "
                                           "seeds of one configuration, pooled")
@@ -36,38 +38,69 @@ def _flow_parser(prog: str = "lottery-rg flow") -> argparse.ArgumentParser:
     p.add_argument("--k", type=float, default=1.0, help="class rule: marginal when |λ−1| ≤ k·std (default 1)")
     p.add_argument("--normalize", choices=NORMALIZATIONS, default="all",
                    help="denominator of M: 'all' prunable weights (Eq. 13, default) or the residual 'stages' only "
-                        "(stem and head outside, as in the paper's ResNet-50 Table 2)")
+                        "(stem and head outside the denominator; to prune them not at all, train with "
+                        "--prune_preset rg_paper, the paper's convention)")
     p.add_argument("--compare", metavar="OTHER", nargs="+", default=None,
                    help="another run directory / flow.json / repo id (several: its seeds, pooled)")
     p.add_argument("--by", choices=("auto", "unit", "stage"), default="auto", help="comparison mode")
     p.add_argument("--relation", choices=("auto", "transfer", "control"), default="auto",
                    help="what --compare compares: two trained flows ('transfer': the verdict predicts whether "
-                        "tickets transfer) or a flow and its control; auto detects a control flow")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the comparison (Holm-adjusted)")
+                        "tickets transfer, only on equivalence) or a flow and its control; auto detects a control")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="level of the tests (Holm-adjusted difference tests; two one-sided equivalence tests)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="a fixed equivalence margin for λ differences (default: per unit, --margin-fraction of "
+                        "|λ̄ − 1|, at least --margin-floor)")
+    p.add_argument("--margin-fraction", type=float, default=0.25,
+                   help="default margin: this fraction of the distance |λ̄ − 1| to the class boundary (0.25)")
+    p.add_argument("--margin-floor", type=float, default=0.005, help="smallest default margin (0.005)")
+    p.add_argument("--null-seed", type=int, default=0,
+                   help="seed of the fresh initialisation whose per-tensor laws define the init-scale null (0)")
     p.add_argument("--block-length", type=int, default=None,
-                   help="moving-block bootstrap block length for single-run SEs (default ⌈n^(1/3)⌉)")
+                   help="moving-block bootstrap block length for single-run SEs (indicative only; default ⌈n^(1/3)⌉)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000, seed 0)")
     p.add_argument("--include-entry", action="store_true",
                    help="stage comparison: count each stage's entry block too (excluded by default, as in the paper)")
     p.add_argument("--fit", action="store_true",
-                   help="fit the critical exponent (Eq. 14) to error vs density (every seed's points together)")
+                   help="fit the critical exponent (Eq. 14) to error vs density (every seed's points together), "
+                        "with a profile-likelihood interval for γ")
     p.add_argument("--metric", default="eval_accuracy", help="accuracy metric for --fit (a fraction in [0, 1])")
     p.add_argument("--plots", metavar="OUT_DIR", default=None, help="write PNG plots to this directory")
     p.add_argument("--x", dest="x_unit", default=None, help="x unit of the flow projection plot")
     p.add_argument("--y", dest="y_unit", default=None, help="y unit of the flow projection plot")
     p.add_argument("--table", metavar="PATH", default=None,
                    help="write the flat flow table (.csv or .parquet; the first RUN's)")
+    p.add_argument("--report-table", metavar="PATH", default=None,
+                   help="write the null-model report (one row per unit) as .csv")
+    p.add_argument("--per-seed", action="store_true", help="also print every seed's own eigenvalue table")
     p.add_argument("--control", action="store_true",
-                   help="also compute the untrained control flow (the run's weights pruned by the same schedule "
-                        "without training; one per seed) and compare the run against it")
+                   help="also print the full unit-by-unit comparison of the run against its untrained control "
+                        "(--control-from); the report always shows both controls when the weight files exist")
     p.add_argument("--control-from", choices=CONTROL_STARTS, default="rewind",
-                   help="weights the control prunes: 'rewind' = θ_k (rewind.safetensors, default) or 'init' = θ_0 "
-                        "(init.safetensors)")
+                   help="weights the --control comparison prunes: 'rewind' = θ_k (rewind.safetensors, default) or "
+                        "'init' = θ_0 (init.safetensors)")
     return p
 
 
+def _controls(runs: Sequence[str], flows, pooled: bool) -> dict:
+    """θ_k and θ_0 controls for run directories (pooled with the runs' labels); {} where weights are missing."""
+    out = {}
+    for start in CONTROL_STARTS:
+        try:
+            got = [IMPFlow.untrained_control(r, start=start) for r in runs]
+        except (FileNotFoundError, ValueError, KeyError):
+            got = [f.control(start) for f in flows]  # carried in flow.json, if at all
+            if any(c is None for c in got):
+                continue
+        out[start] = FlowPool(got, list(runs), label=got[0].label, check=False) if pooled else got[0]
+    return out
+
+
 def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") -> int:
-    """RG analysis of a run or of several seeds: eigenvalues, control, comparison, Eq. 14 fit, plots."""
+    """RG analysis of a run or of several seeds: eigenvalues, null models, comparison, Eq. 14 fit, plots."""
+    from .flow.analysis import null_report
+    from .flow.null import InitScaleNull
+
     args = _flow_parser(prog).parse_args(argv)
     rc = 0
     try:
@@ -88,6 +121,8 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
     rule = ClassRule(k=args.k)
     ekw = dict(window=args.window, start=args.start, rule=rule, ddof=args.ddof, normalize=args.normalize,
                block_length=args.block_length, n_boot=args.n_boot)
+    mkw = dict(alpha=args.alpha, margin=args.margin, margin_fraction=args.margin_fraction,
+               margin_floor=args.margin_floor)
     for r, f in zip(args.run, flows):
         dens = f.densities()
         print(f"IMP flow of {f.label} from {r}: levels {f.level_numbers[0]}–{f.level_numbers[-1]}, "
@@ -99,33 +134,48 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if pool is not None:
+    if pool is not None and args.per_seed:
         for r, t in zip(args.run, table.per_seed):
             print(f"[{r}]\n")
             print(t.to_markdown())
             print()
     print(table.to_markdown())
+    print()
+    print(table.levels_markdown())
+    controls = _controls(args.run, flows, pool is not None)
+    report = None
+    try:
+        null = InitScaleNull(subject, seed=args.null_seed)
+    except (ValueError, KeyError, TypeError) as e:
+        print(f"\ninit-scale null: not available ({e}); the report below has no null model", file=sys.stderr)
+    else:
+        report = null_report(subject, args.granularity, controls=controls, null=null, **mkw, **ekw)
+        print()
+        print(report.to_markdown())
+        if args.report_table:
+            out = Path(args.report_table)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            report.to_frame().to_csv(out, index=False)
+            print(f"\nwrote {out}")
     if args.control:
-        try:
-            controls = [IMPFlow.untrained_control(r, start=args.control_from) for r in args.run]
-        except (FileNotFoundError, ValueError) as e:
-            print(f"error: the control needs run directories with rewind.safetensors (and init.safetensors for "
-                  f"--control-from init): {e}", file=sys.stderr)
+        control = controls.get(args.control_from)
+        if control is None:
+            print("error: the control needs run directories with rewind.safetensors (and init.safetensors for "
+                  "--control-from init), or flows that carry their controls", file=sys.stderr)
             return 2
-        control = FlowPool(controls, args.run, label=controls[0].label) if pool is not None else controls[0]
         theta = "θ_0" if args.control_from == "init" else "the rewind weights θ_k"
         print(f"\nUntrained control ({theta} pruned by the same schedule, no training):\n")
         print(control.eigenvalues(args.granularity, **ekw).to_markdown())
         print()
-        print(subject.compare(control, args.granularity, by="unit", relation="control", alpha=args.alpha,
-                              labels=("trained IMP", control.label), **ekw).to_markdown())
+        print(subject.compare(control, args.granularity, by="unit", relation="control",
+                              labels=("trained IMP", control.label), **mkw, **ekw).to_markdown())
     if other is not None:
         print()
         la = f"{subject.label} [{', '.join(args.run)}]"
         lb = f"{other.label} [{', '.join(args.compare)}]"
         try:
             cmp = subject.compare(other, args.granularity, by=args.by, exclude_entry=not args.include_entry,
-                                  relation=args.relation, alpha=args.alpha, labels=(la, lb), **ekw)
+                                  relation=args.relation, labels=(la, lb), **mkw, **ekw)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -135,6 +185,7 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
         print()
         try:
             fit = subject.critical_exponent(args.metric)
+            fit.profile()  # the profile-likelihood interval of γ (or a one-sided bound), printed with the fit
             n_runs = f" ({len(flows)} runs pooled)" if pool is not None else ""
             print(f"Critical exponent (Eq. 14, {args.metric}){n_runs}:\n")
             print(fit.to_markdown())
@@ -144,18 +195,20 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
     if args.table:
         print(f"\nwrote {flow.save_table(args.table)}")
     if args.plots:
-        _flow_plots(args, flows, subject, table, other, fit)
+        _flow_plots(args, flows, subject, report if report is not None else table, other, fit)
     return rc
 
 
-def _flow_plots(args, flows, subject, table, other, fit) -> None:
+def _flow_plots(args, flows, subject, shown, other, fit) -> None:
     from .flow import plots as flow_plots
 
     out = Path(args.plots)
     out.mkdir(parents=True, exist_ok=True)
     g = args.granularity
+    table = getattr(shown, "trained", shown)
     written = [flow_plots.plot_M_vs_level(subject, g, out / f"M_vs_level_{g}.png", normalize=args.normalize),
-               flow_plots.plot_eigenvalues(table, out / f"eigenvalues_{g}.png")]
+               flow_plots.plot_eigenvalues(shown, out / f"eigenvalues_{g}.png"),
+               flow_plots.plot_lambda_vs_level(shown, out / f"lambda_vs_level_{g}.png")]
     x_unit, y_unit = args.x_unit, args.y_unit
     if x_unit is None or y_unit is None:
         lam = table.lambdas.dropna()
@@ -182,6 +235,8 @@ def _flow_plots(args, flows, subject, table, other, fit) -> None:
                                                             labels=[str(r) for r in args.run]))
     except ValueError as e:
         print(f"error-vs-density plot skipped: {e}", file=sys.stderr)
+    if fit is not None:
+        written.append(flow_plots.plot_gamma_profile(fit.profile(), out / "gamma_profile.png"))
     print()
     for w in written:
         print(f"wrote {w}")

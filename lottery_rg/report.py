@@ -13,16 +13,35 @@ __all__ = ["write_run_summary"]
 logger = logging.getLogger(__name__)
 
 
+def _attach_controls(flow, run: RunDir) -> None:
+    """Keep the run's untrained controls (θ_k, θ_0 pruned without training) in its flow.json, for every report."""
+    try:
+        flow.attach_controls(run.root)
+    except (FileNotFoundError, ValueError, KeyError) as e:  # a run without its weight files
+        logger.info("no untrained controls for %s: %s", run.root, e)
+        return
+    flow.save(run.flow)
+
+
 def write_run_summary(result, flow=None) -> str:
-    """Write ``summary.csv``, ``summary.md`` and the plots of a run directory; log and return the text."""
+    """Write ``summary.csv``, ``summary.md`` and the plots of a run directory; log and return the text.
+
+    The flow part shows every granularity's eigenvalues next to their null models (the run's
+    untrained controls θ_k and θ_0, which are also kept in ``flow.json``, and the closed-form
+    init-scale null), with λ_i(n) per level. One run resolves nothing: the summary says so,
+    and ``lottery-rg flow`` pools seeds.
+    """
     import pandas as pd
 
+    from .flow.analysis import null_report
     from .io import atomic_write_text
 
     run = RunDir(result.output_dir)
     rows = result.rows()
     atomic_write_text(run.summary_csv, pd.DataFrame(rows).to_csv(index=False))
     granularities = flow_granularities(flow) if flow is not None else ()
+    if flow is not None and len(flow.levels) >= 3:
+        _attach_controls(flow, run)
     write_plots(run.root, rows, flow, granularities)
     lines = ["## Lottery run summary", "", result.to_markdown(), ""]
     best = result.best_ticket()
@@ -33,7 +52,15 @@ def write_run_summary(result, flow=None) -> str:
                   f"{100 * rows[0][metric]:.2f}% dense).", ""]
     if flow is not None and len(flow.levels) >= 3:
         for granularity in granularities:
-            lines += [f"### IMP flow eigenvalues ({granularity})", "", flow.eigenvalues(granularity).to_markdown(), ""]
+            table = flow.eigenvalues(granularity)
+            lines += [f"### IMP flow eigenvalues ({granularity})", "", table.to_markdown(), ""]
+            try:
+                lines += [null_report(flow, granularity).to_markdown(), ""]
+            except (ValueError, KeyError, TypeError) as e:
+                lines += [f"(no init-scale null: {e})", ""]
+            lines += [table.levels_markdown(), ""]
+        lines += ["One seed resolves no comparison: pool 5 seeds with `lottery-rg flow RUN_seed0 … RUN_seed4` "
+                  "(examples/run_seeds.sh).", ""]
     stability = list(getattr(result, "stability", None) or [])
     if stability:
         plot_instability(stability, run.root / "stability.png")

@@ -475,7 +475,7 @@ def test_cli_on_fabricated_run(tmp_path, resnet20, capsys):
         assert name in text
     pngs = sorted(p.name for p in out_dir.glob("*.png"))
     assert pngs == ["M_vs_level_block.png", "eigenvalues_block.png", "error_vs_density.png",
-                    "flow_projection_block.png"]
+                    "flow_projection_block.png", "gamma_profile.png", "lambda_vs_level_block.png"]
     assert all(_is_png(out_dir / p) for p in pngs)
     assert (tmp_path / "t.csv").is_file()
 

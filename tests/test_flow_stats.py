@@ -145,11 +145,13 @@ def test_unstable_class_is_reported_per_seed():
 # --------------------------------------------------------------------------- comparisons
 
 
-def test_compare_with_itself_says_same():
+def test_compare_with_itself_says_equivalent():
+    # issue 21: "same" meant "no difference found"; a run compared with itself is *equivalent*
     flow = noisy_flow(0, sigma=0.02)
     cmp = flow.compare(flow)
     assert cmp.summary["same"] and cmp.summary["n_differ"] == 0 and cmp.summary["distance"] == 0.0
-    assert cmp.verdict.startswith("same") and "predicted to transfer" in cmp.verdict
+    assert cmp.equivalent and (cmp.table["verdict"] == "equivalent").all()
+    assert cmp.verdict.startswith("equivalent") and "predicted to transfer" in cmp.verdict
     assert "statistic" in cmp.summary and "bootstrap" in cmp.summary["statistic"]
     pool = FlowPool([noisy_flow(s) for s in range(3)])
     pc = pool.compare(pool)
@@ -163,7 +165,9 @@ def test_another_seed_does_not_call_stable_classes_different():
         assert cmp.table.loc[unit, "agree"], unit
         assert not cmp.table.loc[unit, "differs"], unit
     assert cmp.summary["n_differ"] == 0 and cmp.summary["all_agree"]
-    assert "not predicted" not in cmp.verdict
+    # issue 21: one seed per side resolves nothing (its bootstrap SE is indicative); no transfer claim either way
+    assert (cmp.table["verdict"] == "not resolved").all() and cmp.verdict.startswith("not resolved")
+    assert not cmp.summary["transfer_predicted"] and "one seed" in cmp.verdict
     # pools of three seeds each: across-seed SEs, Welch df, still no difference
     pa = FlowPool([noisy_flow(s, sigma=0.01) for s in (10, 11, 12)])
     pb = FlowPool([noisy_flow(s, sigma=0.01) for s in (20, 21, 22)])

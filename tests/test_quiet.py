@@ -90,8 +90,14 @@ def test_a_ticket_with_a_custom_prunable_set_loads_back(tmp_path):
 def test_a_flow_comparison_without_uncertainties_cannot_be_judged():
     from test_flow import BLOCKS, exact_flow
 
+    from lottery_rg import IMPFlow
+
     short = exact_flow(BLOCKS, levels=3)  # 2 level-to-level ratios: no bootstrap standard error
-    cmp = short.compare(exact_flow(BLOCKS, levels=3))
+    other = short.to_dict()
+    for r in other["levels"][1:]:
+        r["surviving"]["layer1.0.weight"] = int(r["surviving"]["layer1.0.weight"] * 0.999)
+    cmp = short.compare(IMPFlow.from_dict(other))
     assert cmp.verdict.startswith("cannot be judged: no uncertainties"), cmp.verdict
-    assert not cmp.summary["same"] and "predicted to transfer" not in cmp.verdict
-    assert exact_flow(BLOCKS, levels=4).compare(exact_flow(BLOCKS, levels=4)).verdict.startswith("same")
+    assert not cmp.summary["same"] and "predicted to transfer between" not in cmp.verdict
+    longer = exact_flow(BLOCKS, levels=6)
+    assert not longer.compare(exact_flow(BLOCKS, levels=6)).verdict.startswith("cannot be judged")

@@ -28,9 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +43,17 @@ from ..io import atomic_write_text, card_template, json_path, jsonable, read_jso
 from ..models.families import GRANULARITIES, Layout, Unit, family_of, get_family
 from ..pruning.settings import LotterySettings
 from ..run import FLOW_FILE, RunDir
-from .eigen import UNDETERMINED, EigenvalueTable, FlowComparison, Rule, _rule, compare_stages, compare_units
-from .uncertainty import BOOTSTRAP_SEED, N_BOOT, block_bootstrap_se, default_block_length, lag1_autocorrelation
+from .eigen import (
+    EigenvalueTable,
+    FlowComparison,
+    Rule,
+    _rule,
+    compare_stages,
+    compare_units,
+    eigenvalue_table,
+    window_levels,
+)
+from .uncertainty import BOOTSTRAP_SEED, N_BOOT
 
 if TYPE_CHECKING:
     import datasets
@@ -94,6 +101,7 @@ class IMPFlow:
     units: dict[str, list[Unit]]
     schedule: dict = field(default_factory=dict)
     levels: list[dict] = field(default_factory=list)
+    controls: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.model = jsonable(dict(self.model or {}))
@@ -120,11 +128,21 @@ class IMPFlow:
             names = [u.name for u in us]
             if len(set(names)) != len(names):
                 raise ValueError(f"duplicate {g} unit names")
+        self.controls = {str(k): self._control_from(c) for k, c in dict(self.controls or {}).items()}
         records = [self._record(r["level"], r["surviving"], r.get("metrics")) for r in self.levels]
         numbers = [r["level"] for r in records]
         if len(set(numbers)) != len(numbers):
             raise ValueError(f"duplicate level numbers in {numbers}")
         self.levels = sorted(records, key=lambda r: r["level"])
+
+    def _control_from(self, c) -> IMPFlow:
+        if isinstance(c, IMPFlow):
+            if c.tensors != self.tensors:
+                raise ValueError("a control must have the flow's prunable tensors")
+            return c
+        c = dict(c)
+        return IMPFlow(model=c.get("model") or {}, tensors=self.tensors, units=self.units,
+                       schedule=c.get("schedule") or {}, levels=c.get("levels") or [])
 
     def _record(self, level: int, surviving: Mapping[str, int], metrics: Mapping | None) -> dict:
         level = int(level)
@@ -215,6 +233,10 @@ class IMPFlow:
             "tensors": dict(self.tensors),
             "units": {g: [_unit_to_dict(u) for u in us] for g, us in self.units.items()},
             "levels": copy.deepcopy(self.levels),
+            # the untrained controls (θ_k, θ_0 pruned without training), when attached: same tensors and units
+            **({"controls": {k: {"model": copy.deepcopy(c.model), "schedule": copy.deepcopy(c.schedule),
+                                 "levels": [{"level": r["level"], "surviving": dict(r["surviving"])} for r in c.levels]}
+                             for k, c in self.controls.items()}} if self.controls else {}),
         }
 
     @classmethod
@@ -229,7 +251,8 @@ class IMPFlow:
             if key not in data:
                 raise ValueError(f"not an IMP flow: missing {key!r}")
         return cls(model=data["model"], tensors=data["tensors"], units=data["units"],
-                   schedule=data.get("schedule") or {}, levels=data.get("levels") or [])
+                   schedule=data.get("schedule") or {}, levels=data.get("levels") or [],
+                   controls=data.get("controls") or {})
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
@@ -364,11 +387,53 @@ class IMPFlow:
                       tensors=dict(trained.tensors), units=trained.units,
                       schedule=dict(sched, control="untrained", control_from=start, control_step=step,
                                     control_weights=path.name))
-        mask = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
-        for level in range(max(trained.level_numbers) + 1):
-            control.add_level(level, mask)
-            mask = settings.next_mask(weights, mask)
-        return control
+        return control._prune_fixed(weights, settings, max(trained.level_numbers))
+
+    def attach_controls(self, run_dir: str | os.PathLike, starts: Sequence[str] = CONTROL_STARTS) -> IMPFlow:
+        """Compute the untrained controls of the run (θ_k and θ_0) and keep them in ``controls`` (saved with the flow).
+
+        The controls then travel with ``flow.json`` (tickets, Hub data sets), so every report of
+        this flow shows them. Returns ``self``.
+        """
+        for start in starts:
+            self.controls[start] = IMPFlow.untrained_control(run_dir, start=start)
+        return self
+
+    def control(self, start: str = "rewind") -> IMPFlow | None:
+        """The attached control from ``start`` ("rewind" = θ_k, "init" = θ_0) if it covers this flow's levels."""
+        c = self.controls.get(start)
+        return c if c is not None and c.level_numbers == self.level_numbers else None
+
+    def _prune_fixed(self, weights: Mapping[str, torch.Tensor], settings: LotterySettings, levels: int) -> IMPFlow:
+        """Record levels 0…``levels`` of pruning the fixed ``weights`` again and again (no training)."""
+        mask = {n: torch.ones_like(weights[n], dtype=torch.bool) for n in self.tensors}
+        weights = {n: weights[n] for n in self.tensors}
+        for level in range(int(levels) + 1):
+            self.add_level(level, mask)
+            if level < int(levels):
+                mask = settings.next_mask(weights, mask)
+        return self
+
+    @classmethod
+    def untrained(cls, model: nn.Module, levels: int, settings: LotterySettings | None = None, *,
+                  prunable: Sequence[str] | None = None, name: str | None = None) -> IMPFlow:
+        """The flow of pruning ``model``'s current weights ``levels`` times by ``settings``: no data, no training.
+
+        ``prunable`` defaults to ``settings.prunable_parameters(model)`` (the family's default set,
+        the include/exclude patterns and the preset, e.g. ``prune_preset="rg_paper"``). With a
+        freshly initialised model this is one draw of the init-scale null
+        (:class:`lottery_rg.flow.null.InitScaleNull` is its closed form).
+        """
+        settings = settings or LotterySettings()
+        model = getattr(model, "module", model)
+        prunable = list(prunable) if prunable is not None else settings.prunable_parameters(model)
+        flow = cls.from_model(model, prunable, schedule=dict(settings.schedule_dict(), control="untrained",
+                                                              control_from="given weights"))
+        if name:
+            flow.model["name"] = name
+        params = dict(model.named_parameters())
+        weights = {n: params[n].detach() for n in prunable}
+        return flow._prune_fixed(weights, settings, levels)
 
     # ----------------------------------------------------------------- sharing
 
@@ -387,9 +452,17 @@ class IMPFlow:
         self.save(out / FLOW_FILE)
         self.save_table(out / "data" / "flow_table.csv")
         plots = write_plots(out, [], self, ("block",))
-        eigen, stages = "(fewer than 3 levels)", "(fewer than 3 levels)"
+        eigen = stages = nulls = per_level = "(fewer than 3 levels)"
         if len(self.levels) >= 3:
-            eigen, stages = self.eigenvalues("block").to_markdown(), self.eigenvalues("stage").to_markdown()
+            from .analysis import null_report
+
+            block = self.eigenvalues("block")
+            eigen, stages, per_level = block.to_markdown(), self.eigenvalues("stage").to_markdown(), \
+                block.levels_markdown()
+            try:
+                nulls = null_report(self, "block").to_markdown()
+            except (ValueError, KeyError, TypeError) as e:
+                nulls = f"(no init-scale null for this flow: {e})"
         family = self.model.get("family", "")
         arch = self.model.get("architecture", self.label)
         data = DatasetCardData(
@@ -403,7 +476,8 @@ class IMPFlow:
             levels=len(self.levels), density=float(self.densities().iloc[-1]) if self.levels else 1.0,
             schedule=f"{sched.get('pruning', '?')}, {sched.get('schedule', '?')}, {sched.get('prune_fraction', '?')} "
                      f"per level, rewind step {sched.get('rewind_steps', '?')}",
-            eigen_table=eigen, stage_table=stages, plots=plots, schema_version=SCHEMA_VERSION,
+            eigen_table=eigen, stage_table=stages, null_table=nulls, levels_table=per_level, plots=plots,
+            schema_version=SCHEMA_VERSION, has_controls=bool(self.controls),
             repo_id=repo_id or "<repo id>")
         card.save(out / "README.md")
         return out
@@ -478,13 +552,16 @@ class IMPFlow:
         if not self.levels:
             raise ValueError("the flow has no levels yet")
         tensors = list(self.tensors)
-        counts = pd.DataFrame([[r["surviving"][t] for t in tensors] for r in self.levels],
-                              index=pd.Index(self.level_numbers, name="level"), columns=tensors, dtype="int64")
+        values = np.array([[r["surviving"][t] for t in tensors] for r in self.levels], dtype=np.int64)
+        index = pd.Index(self.level_numbers, name="level")
         if granularity is None:
+            counts = pd.DataFrame(values, index=index, columns=tensors)
             counts.columns.name = "tensor"
             return counts
         units = self.get_units(granularity)
-        out = pd.DataFrame({u.name: counts[list(u.params)].sum(axis=1) for u in units}, index=counts.index)
+        col = {t: i for i, t in enumerate(tensors)}
+        sums = np.stack([values[:, [col[p] for p in u.params]].sum(axis=1) for u in units], axis=1)
+        out = pd.DataFrame(sums, index=index, columns=[u.name for u in units])
         out.columns.name = "unit"
         return out
 
@@ -555,64 +632,25 @@ class IMPFlow:
         the window's ratios (``block_length``, ``n_boot``, ``boot_seed``; see
         :mod:`lottery_rg.flow.uncertainty`); the class uses ``std`` (the paper's rule).
         """
-        if window is not None and int(window) < 1:
-            raise ValueError(f"window must be at least 1 IMP application, got {window}")
         if ddof not in (0, 1):
             raise ValueError("ddof must be 0 (population std) or 1 (sample std)")
         rule = _rule(rule)
         M = self.M(granularity, normalize)
-        present = set(M.index)
-        start = int(start)
-        if start not in present:
-            raise ValueError(f"start level {start} is not recorded (levels: {self.level_numbers})")
-        used = [start]
-        while used[-1] + 1 in present and (window is None or len(used) - 1 < int(window)):
-            used.append(used[-1] + 1)
-        n_apps = len(used) - 1
-        if n_apps == 0:
-            raise ValueError(f"no consecutive level after level {start}: eigenvalues need at least two levels "
-                             f"(levels: {self.level_numbers})")
-        if window is not None and n_apps < int(window):
-            warnings.warn(f"asked for {window} IMP applications from level {start}, only {n_apps} consecutive "
-                          f"level pair(s) are recorded", stacklevel=2)
-        if window is None and max(present) > used[-1]:
-            warnings.warn(f"levels after {used[-1] + 1} are not used: level {used[-1] + 1} is missing", stacklevel=2)
-        Mw = M.loc[used].to_numpy(float)
-        rows = []
+        used = window_levels(M.index, start, window)
         kept = set(M.columns)
-        for j, u in enumerate([u for u in self.get_units(granularity) if u.name in kept]):
-            m = Mw[:, j]
-            ok = m[:-1] > 0
-            ratios = m[1:][ok] / m[:-1][ok]
-            n = int(ratios.size)
-            lam = float(ratios.mean()) if n else float("nan")
-            std = float(ratios.std(ddof=ddof)) if n > ddof else float("nan")
-            zero = np.flatnonzero(m == 0)
-            rows.append({
-                "unit": u.name, "kind": u.kind, "stage": u.stage, "index": u.index, "downsample": u.downsample,
-                "M_start": float(m[0]), "lambda": lam, "std": std,
-                "se": block_bootstrap_se(ratios, block_length, n_boot, boot_seed), "se_df": float("inf"),
-                "lag1": lag1_autocorrelation(ratios), "n_pairs": n, "n_skipped": int((~ok).sum()),
-                "collapsed": bool(zero.size), "collapse_level": int(used[zero[0]]) if zero.size else None,
-                "eigenfunction": bool(n and math.isfinite(std) and std < eigen_tol * abs(lam)),
-                "class": rule(lam, std if math.isfinite(std) else 0.0) if n else UNDETERMINED,
-            })
-        table = pd.DataFrame(rows).set_index("unit")
-        for c in ("stage", "index", "collapse_level"):
-            table[c] = table[c].astype("Int64")
-        L = block_length if block_length is not None else default_block_length(n_apps)
-        method = f"moving-block bootstrap over levels (block length {L}, {n_boot} resamples, seed {boot_seed})"
-        return EigenvalueTable(table, granularity, tuple(used), start, window, ddof, rule, eigen_tol, self.label,
-                               normalize, method)
+        units = [u for u in self.get_units(granularity) if u.name in kept]
+        return eigenvalue_table(M, units, used, granularity=granularity, start=start, window=window, rule=rule,
+                                ddof=ddof, eigen_tol=eigen_tol, label=self.label, normalize=normalize,
+                                block_length=block_length, n_boot=n_boot, boot_seed=boot_seed)
 
     def compare(self, other: IMPFlow | Any, granularity: str = "block", *, window: int | None = None, start: int = 0,
                 rule: Rule | float | None = None, ddof: int = 0, by: str = "auto", exclude_entry: bool = True,
                 labels: tuple[str, str] | None = None, relation: str = "auto", normalize: str = "all",
-                alpha: float = 0.05, **eigen_kwargs) -> FlowComparison:
+                alpha: float = 0.05, **kwargs) -> FlowComparison:
         """Compare two flows (or pools of seeds, :class:`~lottery_rg.flow.pool.FlowPool`); see :func:`compare_flows`."""
         return compare_flows(self, other, granularity, window=window, start=start, rule=rule, ddof=ddof, by=by,
                              exclude_entry=exclude_entry, labels=labels, relation=relation, normalize=normalize,
-                             alpha=alpha, **eigen_kwargs)
+                             alpha=alpha, **kwargs)
 
     def critical_exponent(self, metric: str = "eval_accuracy", *, accuracy_in_percent: bool = False,
                           **fit_kwargs: Any) -> ScalingFit:
@@ -698,13 +736,19 @@ def _is_control(flow) -> bool:
 def compare_flows(a, b, granularity: str = "block", *, window: int | None = None, start: int = 0,
                   rule: Rule | float | None = None, ddof: int = 0, by: str = "auto", exclude_entry: bool = True,
                   labels: tuple[str, str] | None = None, relation: str = "auto", normalize: str = "all",
-                  alpha: float = 0.05, **eigen_kwargs) -> FlowComparison:
-    """Compare two flows: an :class:`IMPFlow` or a pool of seeds (anything with ``eigenvalues``) on each side.
+                  alpha: float = 0.05, paired: bool | str = "auto", margin: float | None = None,
+                  margin_fraction: float | None = None, margin_floor: float | None = None,
+                  **eigen_kwargs) -> FlowComparison:
+    """Compare two flows: an :class:`IMPFlow`, a pool of seeds or a null model (anything with ``eigenvalues``).
 
     ``by="unit"`` (automatic when both flows have the same unit names): per unit both λ
-    with their standard errors and classes, whether the classes agree, and a test of
-    λa = λb (t with the SEs: across seeds for pools, moving-block bootstrap for single
-    runs; Holm-adjusted p; :func:`lottery_rg.flow.eigen.compare_units`). ``by="stage"``
+    with their standard errors and classes, and one of three answers — *different*
+    (Holm-adjusted test across seeds), *equivalent* (two one-sided tests against the
+    margin: ``margin``, or max(``margin_fraction`` · |λ̄ − 1|, ``margin_floor``)) or *not
+    resolved* (with the minimal detectable difference); ``paired`` pairs the seeds of two
+    pools of the same runs (auto: same seed labels); single runs are never tested (their
+    bootstrap SE is indicative), except that identical flows are equivalent
+    (:func:`lottery_rg.flow.eigen.compare_units`). ``by="stage"``
     (automatic when the units differ but the family is the same, e.g. ResNet-20 vs
     ResNet-56): per stage the numbers of relevant / marginal / irrelevant residual blocks,
     each stage's entry block (index 0) excluded when ``exclude_entry``. ``relation``:
@@ -741,7 +785,8 @@ def compare_flows(a, b, granularity: str = "block", *, window: int | None = None
             raise ValueError(f"unit-by-unit comparison needs the same {granularity} units in both flows; "
                              f"use by='stage' for different depths")
         return compare_units(a.eigenvalues(granularity, **kw), b.eigenvalues(granularity, **kw), (la, lb),
-                             relation=relation, alpha=alpha)
+                             relation=relation, alpha=alpha, paired=paired, margin=margin,
+                             margin_fraction=margin_fraction, margin_floor=margin_floor)
     if fa and fb and fa != fb:
         raise ValueError(f"stage-by-stage comparison needs one model family, got {fa} and {fb}")
     return compare_stages(a.eigenvalues("block", **kw), b.eigenvalues("block", **kw), (la, lb), exclude_entry,

@@ -22,7 +22,7 @@ from ..plotting import density_axis, log_axis, plot_metric_vs_density, save_figu
 from .eigen import CLASSES, UNDETERMINED, EigenvalueTable
 
 __all__ = ["CLASS_COLORS", "plot_flow_projection", "plot_eigenvalues", "plot_error_vs_density", "plot_M_vs_level",
-           "write_plots", "flow_granularities"]
+           "plot_lambda_vs_level", "plot_gamma_profile", "write_plots", "flow_granularities"]
 
 CLASS_COLORS = {"relevant": "tab:red", "marginal": "tab:cyan", "irrelevant": "tab:green", UNDETERMINED: "tab:gray"}
 _MARKERS = ("^", "o", "*", "s", "D", "v", "P", "X")
@@ -104,6 +104,22 @@ def plot_flow_projection(flow, x_unit: str, y_unit: str, granularity: str = "blo
     return save_figure(fig, path)
 
 
+def _null_markers(ax, xs, report) -> None:
+    """The init-scale null (black bar) and the untrained controls (hollow markers) of a NullReport."""
+    t = report.table
+    ax.plot(xs, t["lambda_null"].to_numpy(float), linestyle="none", marker="_", markersize=16, markeredgewidth=2.2,
+            color="black", label="init-scale null (closed form)", zorder=4)
+    for key, (mk, name) in {"rewind": ("s", "θ_k control"), "init": ("D", "θ_0 control")}.items():
+        if f"lambda_{key}" in t:
+            ax.plot(xs + (0.18 if key == "rewind" else -0.18), t[f"lambda_{key}"].to_numpy(float), linestyle="none",
+                    marker=mk, markersize=5, markerfacecolor="none", markeredgecolor="0.3", label=name, zorder=3)
+    moved = [i for i, v in enumerate(t["verdict"]) if v == "different"]
+    if moved:
+        ax.plot(xs[moved], t["lambda"].to_numpy(float)[moved], linestyle="none", marker="o", markersize=13,
+                markerfacecolor="none", markeredgecolor="orange", markeredgewidth=1.8,
+                label="moved beyond the null", zorder=5)
+
+
 def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", title: str | None = None,
                      **eigen_kwargs):
     """λ per unit with error bars, coloured by class, and a horizontal line at λ = 1.
@@ -115,14 +131,19 @@ def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", ti
     (std) of the per-level ratios, the quantity the class rule uses. Pooled seeds: the
     bars are the standard error of the mean λ across seeds, each seed's λ is drawn as a
     small grey cross and the marker of a unit whose class is not the same in every seed
-    is hollow.
+    is hollow. A :class:`~lottery_rg.flow.analysis.NullReport` adds its null models: the
+    init-scale null as a black bar, the θ_k / θ_0 controls as hollow squares / diamonds, and an
+    orange ring around every unit that training moved beyond the null.
     """
-    if _is_flow(flow_or_table):
+    report = None
+    if hasattr(flow_or_table, "null") and hasattr(flow_or_table, "trained"):  # a NullReport
+        report, table = flow_or_table, flow_or_table.trained
+    elif _is_flow(flow_or_table):
         table = flow_or_table.eigenvalues(granularity, **eigen_kwargs)
     elif isinstance(flow_or_table, EigenvalueTable):
         table = flow_or_table
     else:
-        raise TypeError("plot_eigenvalues needs an IMPFlow or an EigenvalueTable")
+        raise TypeError("plot_eigenvalues needs an IMPFlow, an EigenvalueTable or a NullReport")
     t = table.table
     n = len(t)
     from matplotlib.figure import Figure
@@ -155,6 +176,8 @@ def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", ti
         else:
             ax.errorbar(xs[sel], t["lambda"].to_numpy(float)[sel], yerr=np.nan_to_num(bars.to_numpy(float)[sel]),
                         fmt="o", color=CLASS_COLORS[cls], ecolor=CLASS_COLORS[cls], capsize=3, label=cls)
+    if report is not None:
+        _null_markers(ax, xs, report)
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
     ax.set_xticks(xs)
     ax.set_xticklabels([str(u) for u in t.index], rotation=90 if n > 6 else 30, fontsize=8,
@@ -168,7 +191,7 @@ def plot_eigenvalues(flow_or_table, path=None, *, granularity: str = "block", ti
     seeds = f", {table.n_seeds} seeds" if pooled else ""
     ax.set_title(title or f"IMP-flow eigenvalues ({table.granularity}, levels {lv[0]}–{lv[-1]}{seeds}{norm})")
     ax.grid(axis="y", alpha=0.3)
-    if pooled:  # more entries: keep them off the data
+    if pooled or report is not None:  # more entries: keep them off the data
         fig.set_size_inches(fig.get_size_inches()[0] + 2.5, fig.get_size_inches()[1])
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     else:
@@ -233,8 +256,37 @@ def plot_error_vs_density(points_or_flows, fit=None, path=None, *, metric: str =
     density_axis(ax, [float(np.min(d)) for d in d_all], invert=invert_x)
     ax.set_xlabel("density (% of prunable weights remaining)")
     ax.set_ylabel("error (%) = 100 − accuracy")
-    ax.set_title(title or "Error versus density")
+    prof = getattr(fit, "__dict__", {}).get("_profiles") if fit is not None else None
+    if prof and title is None:
+        title = "Error versus density\n" + next(iter(prof.values())).describe().split(" (")[0] + \
+            f" ({next(iter(prof.values())).kind}, profile likelihood)"
+    ax.set_title(title or "Error versus density", fontsize=9 if prof else None)
     ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7 if len(runs) > 3 else 8, loc="upper left")
+    return save_figure(fig, path)
+
+
+def plot_gamma_profile(profile, path=None, *, title: str | None = None):
+    """The profile deviance of γ (Eq. 14) with the χ² threshold: the interval is where the curve lies below it.
+
+    ``profile`` is a :class:`~lottery_rg.flow.scaling.GammaProfile` (``fit.profile()``).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.add_subplot()
+    g, dev = np.asarray(profile.gamma), np.asarray(profile.deviance)
+    ax.plot(g, dev, marker="o", markersize=3, color="C0", label="profile deviance n·ln(RSS(γ)/RSS_min)")
+    ax.axhline(profile.threshold, color="C3", ls="--", lw=1,
+               label=f"χ²₁ {100 * profile.level:.0f} % = {profile.threshold:.2f}")
+    for end in (profile.low, profile.high):
+        if np.isfinite(end):
+            ax.axvline(end, color="0.4", ls=":", lw=1)
+    ax.set_xlabel("γ")
+    ax.set_ylabel("deviance")
+    ax.set_ylim(bottom=-0.05 * max(profile.threshold, 1.0), top=min(np.nanmax(dev), 10 * profile.threshold) * 1.05)
+    ax.set_title(title or profile.describe().split(" (")[0] + f" — {profile.kind}", fontsize=9)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
 
@@ -283,6 +335,55 @@ def plot_M_vs_level(flow, granularity: str = "block", path=None, *, units: Seque
     return save_figure(fig, path)
 
 
+def plot_lambda_vs_level(table_or_report, path=None, *, units: Sequence[str] | None = None,
+                         title: str | None = None):
+    """λ_i(n) = M_i(n+1)/M_i(n) against the level n, one line per unit: the drift the single λ hides.
+
+    ``table_or_report``: an :class:`~lottery_rg.flow.EigenvalueTable` (pooled: mean ± SE over
+    seeds) or a :class:`~lottery_rg.flow.analysis.NullReport` (adds each unit's init-scale
+    null λ_i(n) as a dashed line of the same colour). An eigenfunction is a flat line.
+    """
+    report = table_or_report if hasattr(table_or_report, "null") and hasattr(table_or_report, "trained") else None
+    table = report.trained if report is not None else table_or_report
+    if getattr(table, "ratios", None) is None:
+        raise TypeError("plot_lambda_vs_level needs an EigenvalueTable with per-level ratios or a NullReport")
+    R = table.ratios
+    se = getattr(table, "ratios_se", None)
+    names = list(units) if units is not None else list(R.columns)
+    missing = [u for u in names if u not in R.columns]
+    if missing:
+        raise ValueError(f"no units {missing}; units: {list(R.columns)}")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(7.5, 4.5))
+    ax = fig.add_subplot()
+    colors = _colors(len(names))
+    x = R.index.to_numpy()
+    for i, u in enumerate(names):
+        y = R[u].to_numpy(float)
+        if se is not None:
+            ax.errorbar(x, y, yerr=np.nan_to_num(se[u].to_numpy(float)), color=colors[i], marker=_MARKERS[i % 8],
+                        markersize=3, capsize=2, label=str(u))
+        else:
+            ax.plot(x, y, color=colors[i], marker=_MARKERS[i % 8], markersize=3, label=str(u))
+        if report is not None and report.null.ratios is not None:
+            ax.plot(report.null.ratios.index.to_numpy(), report.null.ratios[u].to_numpy(float), color=colors[i],
+                    ls="--", lw=1.0, alpha=0.8)
+    if report is not None:
+        ax.plot([], [], color="0.3", ls="--", lw=1.0, label="init-scale null")
+    ax.axhline(1.0, color="black", lw=0.8, ls=":")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("IMP level n (ratio of levels n+1 and n)")
+    seeds = getattr(table, "n_seeds", 0) if getattr(table, "per_seed", None) else 0
+    ax.set_ylabel("λᵢ(n) = Mᵢ(n+1) / Mᵢ(n)" + (f", mean ± SE over {seeds} seeds" if seeds else ""))
+    ax.set_title(title or f"Per-level eigenvalues of {table.label} ({table.granularity})")
+    ax.grid(alpha=0.3)
+    ncol = 1 if len(names) <= 12 else 2 if len(names) <= 30 else 3
+    ax.legend(fontsize=6 if len(names) > 12 else 8, ncol=ncol, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return save_figure(fig, path)
+
+
 def flow_granularities(flow) -> tuple[str, ...]:
     """Stages and blocks for multi-stage networks; blocks and matrices for single-stage ones (BERT)."""
     stages = {u.stage for u in flow.get_units("stage") if u.kind == "stage"}
@@ -300,6 +401,21 @@ def write_plots(out, rows: list[dict], flow=None, granularities: tuple[str, ...]
     if flow is not None and len(flow.levels) >= 3:
         for g in granularities:
             plot_M_vs_level(flow, g, out / f"flow_M_{g}.png")
-            plot_eigenvalues(flow.eigenvalues(g), out / f"eigenvalues_{g}.png")
-            written += [f"flow_M_{g}.png", f"eigenvalues_{g}.png"]
+            shown = _report_or_table(flow, g)
+            plot_eigenvalues(shown, out / f"eigenvalues_{g}.png")
+            plot_lambda_vs_level(shown, out / f"lambda_vs_level_{g}.png")
+            written += [f"flow_M_{g}.png", f"eigenvalues_{g}.png", f"lambda_vs_level_{g}.png"]
     return written
+
+
+def _report_or_table(flow, granularity: str):
+    """The flow's null report (init-scale null and the controls it carries), or its table when no null can be built."""
+    from .analysis import null_report
+
+    try:
+        return null_report(flow, granularity)
+    except (ValueError, KeyError, TypeError) as e:  # e.g. a flow without a buildable architecture
+        import logging
+
+        logging.getLogger(__name__).info("no init-scale null for %s: %s", getattr(flow, "label", "the flow"), e)
+        return flow.eigenvalues(granularity)

@@ -13,7 +13,11 @@ them per unit:
   paper's "std", which enters the class rule);
 * ``class``: the rule applied to (mean λ, mean within-run std); ``classes``: each seed's
   class; ``class_share``: the share of seeds whose class equals ``class``; ``stable``: all
-  seeds agree.
+  seeds agree;
+* ``slope`` / ``drift`` / ``trend``: each seed's OLS slope of λ_i(n) against n, averaged,
+  with its SE across seeds and the three-way trend test
+  (:func:`lottery_rg.flow.uncertainty.trend_test`); ``ratios``: λ_i(n) per level, mean over
+  seeds (``ratios_se``: its SE).
 
 ``FlowPool`` quacks like an :class:`~lottery_rg.flow.IMPFlow` where the comparison and the
 plots need it (``eigenvalues``, ``get_units``, ``model``, ``schedule``, ``label``,
@@ -25,112 +29,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .core import IMPFlow, compare_flows
-from .eigen import UNDETERMINED, EigenvalueTable, FlowComparison, _rule
-from .uncertainty import seed_se
+from .eigen import FlowComparison
+from .pooled import PooledEigenvalueTable, pool_tables
 
 __all__ = ["FlowPool", "PooledEigenvalueTable", "pool_tables"]
 
 #: schedule keys that may differ between the seeds of one configuration
 _SEED_KEYS = ("seed", "data_seed", "output_dir", "run_name", "logging_dir")
-
-
-@dataclass(eq=False)
-class PooledEigenvalueTable(EigenvalueTable):
-    """An :class:`EigenvalueTable` pooled over seeds; ``per_seed`` holds each run's table.
-
-    Extra columns: sd_seeds, n_seeds, class_share, stable, classes (each seed's class,
-    joined with "/"), and lambda_<label> per seed.
-    """
-
-    per_seed: list[EigenvalueTable] = field(default_factory=list)
-    seed_labels: tuple[str, ...] = ()
-
-    @property
-    def n_seeds(self) -> int:
-        return len(self.per_seed)
-
-    def stable_units(self) -> list[str]:
-        """Units whose class is the same in every seed."""
-        return [u for u, s in self.table["stable"].items() if s]
-
-    def to_markdown(self, digits: int = 4) -> str:
-        t = self.table
-        view = pd.DataFrame({
-            "kind": t["kind"], "stage": t["stage"], "λ (mean)": t["lambda"], "SE (seeds)": t["se"],
-            "sd (seeds)": t["sd_seeds"], "std (within run)": t["std"], "class": t["class"],
-            "seeds agreeing": t["class_share"], "per seed": t["classes"],
-        }, index=t.index)
-        from .eigen import _markdown
-
-        lv = f"levels {self.levels[0]}–{self.levels[-1]}" if self.levels else "no levels"
-        norm = ", M over the residual stages only" if self.normalize == "stages" else ""
-        std_name = "population" if self.ddof == 0 else f"ddof={self.ddof}"
-        title = (f"IMP-flow eigenvalues pooled over {self.n_seeds} seeds{' of ' + self.label if self.label else ''} "
-                 f"({self.granularity} granularity, {lv}{norm}; λ = mean over seeds, SE = sample std across seeds "
-                 f"/ √{self.n_seeds}; class from the mean λ and the mean within-run {std_name} std)")
-        stable = self.stable_units()
-        unstable = [u for u in t.index if u not in stable]
-        foot = (f"classes stable across all {self.n_seeds} seeds: {', '.join(stable) or 'none'}; "
-                f"not stable: {', '.join(unstable) or 'none'}")
-        return title + "\n\n" + _markdown(view, {"λ (mean)": digits, "SE (seeds)": digits, "sd (seeds)": digits,
-                                                  "std (within run)": digits, "seeds agreeing": 2}) + "\n\n" + foot
-
-
-def pool_tables(tables: Sequence[EigenvalueTable], labels: Sequence[str] | None = None,
-                rule=None, label: str = "") -> PooledEigenvalueTable:
-    """Pool per-seed eigenvalue tables (same units, window and normalisation) into one."""
-    tables = list(tables)
-    if not tables:
-        raise ValueError("pool_tables needs at least one table")
-    labels = [str(x) for x in (labels or [f"seed{i}" for i in range(len(tables))])]
-    if len(labels) != len(tables):
-        raise ValueError("one label per table")
-    units = list(tables[0].table.index)
-    for t in tables[1:]:
-        if list(t.table.index) != units:
-            raise ValueError("the seeds' tables have different units; are they runs of one configuration?")
-        if t.levels != tables[0].levels or t.granularity != tables[0].granularity:
-            raise ValueError(f"the seeds' tables span different levels ({t.levels} vs {tables[0].levels}) or "
-                             f"granularities; use one window that every run covers")
-    rule = _rule(rule if rule is not None else tables[0].rule)
-    first = tables[0].table
-    lam = np.stack([t.table["lambda"].to_numpy(float) for t in tables], axis=1)  # units × seeds
-    std = np.stack([t.table["std"].to_numpy(float) for t in tables], axis=1)
-    m0 = np.stack([t.table["M_start"].to_numpy(float) for t in tables], axis=1)
-    classes = np.stack([t.table["class"].to_numpy(object) for t in tables], axis=1)
-    rows = []
-    for j in range(len(units)):
-        mean, se, df = seed_se(lam[j])
-        finite_std = std[j][np.isfinite(std[j])]
-        mstd = float(finite_std.mean()) if finite_std.size else float("nan")
-        cls = rule(mean, mstd if np.isfinite(mstd) else 0.0) if np.isfinite(mean) else UNDETERMINED
-        share = float(np.mean(classes[j] == cls))
-        rows.append({
-            "lambda": mean, "se": se, "se_df": float(df) if df else float("nan"),
-            "sd_seeds": float(np.std(lam[j][np.isfinite(lam[j])], ddof=1)) if np.isfinite(lam[j]).sum() > 1
-            else float("nan"),
-            "std": mstd, "M_start": float(np.nanmean(m0[j])), "n_seeds": int(np.isfinite(lam[j]).sum()),
-            "class": cls, "class_share": share, "stable": bool(share == 1.0),
-            "classes": "/".join(str(c) for c in classes[j]),
-            "n_pairs": int(first.iloc[j]["n_pairs"]),
-            "n_skipped": int(sum(int(t.table.iloc[j]["n_skipped"]) for t in tables)),
-            "collapsed": bool(any(bool(t.table.iloc[j]["collapsed"]) for t in tables)),
-            "eigenfunction": bool(all(bool(t.table.iloc[j]["eigenfunction"]) for t in tables)),
-            **{f"lambda_{lab}": float(lam[j, i]) for i, lab in enumerate(labels)},
-        })
-    table = pd.DataFrame(rows, index=pd.Index(units, name="unit"))
-    table = pd.concat([first[["kind", "stage", "index", "downsample"]], table], axis=1)
-    t0 = tables[0]
-    return PooledEigenvalueTable(table, t0.granularity, t0.levels, t0.start, t0.window, t0.ddof, rule, t0.eigen_tol,
-                                 label or t0.label, t0.normalize,
-                                 f"across {len(tables)} seeds (sample std / √{len(tables)}, {len(tables) - 1} df)",
-                                 per_seed=tables, seed_labels=tuple(labels))
 
 
 class FlowPool:

@@ -30,6 +30,15 @@ The Jacobian is analytic. Without ``p0`` the fit starts from a small grid of sta
 (p, γ, ε†) and keeps the converged fit with the smallest residual sum of squares; it stops
 early once three starts have run and two of them reach the same minimum.
 
+**Profile likelihood for γ** (:func:`profile_gamma`, ``ScalingFit.profile()``): γ is fixed on a
+grid over its bounds and the other three parameters refitted at each value; with Gaussian
+residuals of unknown variance the profile deviance is D(γ) = n · ln(RSS(γ) / RSS_min), and the
+95 % interval is {γ : D(γ) ≤ 3.84} (χ² with 1 df). Where that set reaches a bound of γ the
+interval is *open* on that side and is reported as a one-sided bound ("γ ≤ −2.1, 95 %
+profile likelihood; no lower limit within [−10, 0)"). The deviance treats the points as
+independent; levels of one run share its weights, so with several seeds the interval is, if
+anything, too narrow.
+
 Standard errors are the square roots of the diagonal of curve_fit's covariance. Without
 ``sigma`` that covariance is scaled by the residual variance (``absolute_sigma=False``),
 so it reflects the scatter of the points around the fit; with ``sigma`` (per-point
@@ -48,8 +57,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
-    "PARAMETERS", "DEFAULT_BOUNDS", "eq14", "ScalingFit", "fit_critical_exponent", "points_from_flows",
-    "dense_error_of",
+    "PARAMETERS", "DEFAULT_BOUNDS", "eq14", "ScalingFit", "GammaProfile", "fit_critical_exponent", "profile_gamma",
+    "points_from_flows", "dense_error_of",
 ]
 
 PARAMETERS = ("eps_np", "eps_dagger", "p", "gamma")
@@ -143,6 +152,14 @@ class ScalingFit:
         """Fitted error (percent) at density ``d`` (percent); scalar in, 0-d array out."""
         return eq14(d, **self.params)
 
+    def profile(self, level: float = 0.95, n_grid: int = 41) -> GammaProfile:
+        """The profile-likelihood interval of γ (see :func:`profile_gamma`); cached per level and grid."""
+        key = (float(level), int(n_grid))
+        cache = self.__dict__.setdefault("_profiles", {})
+        if key not in cache:
+            cache[key] = profile_gamma(self, level=level, n_grid=n_grid)
+        return cache[key]
+
     def to_dict(self) -> dict:
         return {
             "params": dict(self.params), "stderr": dict(self.stderr), "dense_error": self.dense_error,
@@ -171,6 +188,9 @@ class ScalingFit:
         if self.at_bounds:
             lines.append(f"warning: {', '.join(self.at_bounds)} ended on a bound; those standard errors are not "
                          f"meaningful and the fit may not describe the data (more levels or runs help)")
+        prof = self.__dict__.get("_profiles", {})
+        for _key, pr in sorted(prof.items()):
+            lines.append(pr.describe())
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -389,3 +409,143 @@ def points_from_flows(
     if not runs:
         return np.zeros(0), np.zeros(0)
     return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
+
+
+# --------------------------------------------------------------------------- profile likelihood of γ
+
+
+@dataclass
+class GammaProfile:
+    """The profile deviance of γ and the interval it gives (see :func:`profile_gamma`)."""
+
+    gamma: np.ndarray  # grid (ascending)
+    deviance: np.ndarray  # n · ln(RSS(γ) / RSS_min)
+    rss: np.ndarray
+    gamma_hat: float
+    level: float
+    threshold: float
+    low: float  # NaN: open (the set reaches the lower bound of γ)
+    high: float  # NaN: open (the set reaches the upper bound of γ)
+    bounds: tuple[float, float]
+    n_points: int
+
+    @property
+    def kind(self) -> str:
+        """'two-sided', 'upper bound' (γ ≤ high), 'lower bound' (γ ≥ low) or 'unbounded'."""
+        lo, hi = math.isfinite(self.low), math.isfinite(self.high)
+        return "two-sided" if lo and hi else "upper bound" if hi else "lower bound" if lo else "unbounded"
+
+    @property
+    def determined(self) -> bool:
+        return self.kind == "two-sided"
+
+    def describe(self) -> str:
+        pct = f"{100 * self.level:.0f} %"
+        lo_b, hi_b = self.bounds
+        if self.kind == "two-sided":
+            return (f"γ = {self.gamma_hat:.3f}, {pct} profile-likelihood interval [{self.low:.3f}, {self.high:.3f}] "
+                    f"({self.n_points} points)")
+        if self.kind == "upper bound":
+            return (f"γ ≤ {self.high:.3f} ({pct} profile likelihood, ONE-SIDED: no lower limit within the bound "
+                    f"{lo_b:g}; the best fit lies at γ = {self.gamma_hat:.3g}, {self.n_points} points)")
+        if self.kind == "lower bound":
+            return (f"γ ≥ {self.low:.3f} ({pct} profile likelihood, ONE-SIDED: no upper limit below {hi_b:g}; "
+                    f"{self.n_points} points)")
+        return (f"γ unconstrained within [{lo_b:g}, {hi_b:g}] at {pct} (profile likelihood, {self.n_points} points): "
+                f"the data do not determine it")
+
+
+def _fit_fixed_gamma(d, e, sigma, gamma, lower3, upper3, starts):
+    """Best (RSS, params) of Eq. 14 with γ fixed, over the given starts of (ε_np, ε†, p)."""
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    def model(x, a, b, c):
+        return eq14(x, a, b, c, gamma)
+
+    def jac(x, a, b, c):
+        return _jacobian(x, a, b, c, gamma)[:, :3]
+
+    best = None
+    for x0 in starts:
+        x0 = np.clip(np.asarray(x0, float), lower3, upper3)
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", OptimizeWarning)
+                popt, _ = curve_fit(model, d, e, p0=x0, bounds=(lower3, upper3), sigma=sigma,
+                                    absolute_sigma=sigma is not None, method="trf", jac=jac, max_nfev=5000)
+        except (RuntimeError, ValueError, FloatingPointError, np.linalg.LinAlgError):
+            continue
+        w = 1.0 if sigma is None else 1.0 / sigma ** 2
+        rss = float(np.sum(w * (e - model(d, *popt)) ** 2))
+        if np.isfinite(rss) and (best is None or rss < best[0]):
+            best = (rss, popt)
+    return best
+
+
+def profile_gamma(fit: ScalingFit, *, level: float = 0.95, n_grid: int = 41) -> GammaProfile:
+    """Profile likelihood of γ for a fit of Eq. 14: the deviance over a grid of γ and the interval it gives.
+
+    At each γ of a grid (log-spaced in |γ| over γ's bounds, plus the fitted γ) the other three
+    parameters are refitted (warm-started from the neighbouring γ and from the full fit); the
+    deviance D(γ) = n · ln(RSS(γ) / RSS_min) is compared with the χ²(1) quantile of ``level``.
+    Interval ends are interpolated between grid points; an end that reaches γ's bound is open
+    (NaN) and the result is a one-sided bound — say so when reporting it.
+    """
+    from scipy import stats
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    d, e, sigma = fit.density, fit.error, fit.sigma
+    g_lo, g_hi = fit.bounds["gamma"]
+    lower3 = np.array([fit.bounds[k][0] for k in PARAMETERS[:3]])
+    upper3 = np.array([fit.bounds[k][1] for k in PARAMETERS[:3]])
+    mags = np.geomspace(max(abs(g_hi), 1e-3), abs(g_lo), int(n_grid))
+    grid = np.unique(np.clip(np.concatenate([-mags, [fit.gamma]]), g_lo, g_hi))
+    full = [fit.params[k] for k in PARAMETERS[:3]]
+    base_starts = _starting_points(d, e, fit.dense_error, None)
+    rss = np.full(grid.size, np.nan)
+    prev = None
+    rss_fit_guess = float(np.sum((1.0 if sigma is None else 1.0 / sigma ** 2) * fit.residuals ** 2)) + 1e-12
+    order = np.argsort(np.abs(grid - fit.gamma))  # outwards from the fit: warm starts stay close
+    params_at = {}
+    for i in order:
+        g = grid[i]
+        near = [params_at[j] for j in (i - 1, i + 1) if j in params_at]
+        starts = near or ([prev] if prev is not None else [full])
+        best = _fit_fixed_gamma(d, e, sigma, g, lower3, upper3, starts + ([full] if near else []))
+        if best is None or (near and best[0] > 1.5 * rss_fit_guess):  # lost the valley: try the usual starts
+            best = min([b for b in (best, _fit_fixed_gamma(d, e, sigma, g, lower3, upper3,
+                                                           [s[:3] for s in base_starts])) if b is not None],
+                       key=lambda b: b[0], default=None)
+        if best is not None:
+            rss[i], params_at[i] = best[0], list(best[1])
+            prev = params_at[i]
+    ok = np.isfinite(rss)
+    if not ok.any():
+        raise RuntimeError("the profile of γ could not be computed: no fixed-γ fit converged")
+    w = 1.0 if sigma is None else 1.0 / sigma ** 2
+    rss_fit = float(np.sum(w * fit.residuals ** 2))
+    rss_min = min(float(np.nanmin(rss)), rss_fit)
+    n = d.size
+    dev = np.where(ok, n * np.log(np.maximum(rss, 1e-300) / max(rss_min, 1e-300)), np.nan)
+    thr = float(stats.chi2.ppf(level, 1))
+    inside = ok & (dev <= thr)
+    i_best = int(np.nanargmin(np.where(ok, dev, np.inf)))
+    gamma_hat = float(grid[i_best]) if rss[i_best] < rss_fit else fit.gamma
+
+    def crossing(step: int) -> float:
+        j = i_best
+        while 0 <= j + step < grid.size and inside[j + step]:
+            j += step
+        k = j + step
+        if not 0 <= k < grid.size:
+            return float("nan")  # reaches the bound: open
+        if not ok[k]:
+            return float(grid[j])
+        # linear interpolation of the deviance between the last point inside and the first outside
+        d0, d1 = dev[j], dev[k]
+        t = (thr - d0) / (d1 - d0) if d1 != d0 else 0.0
+        return float(grid[j] + t * (grid[k] - grid[j]))
+
+    return GammaProfile(gamma=grid, deviance=dev, rss=rss, gamma_hat=gamma_hat, level=level, threshold=thr,
+                        low=crossing(-1), high=crossing(+1), bounds=(g_lo, g_hi), n_points=n)

@@ -27,6 +27,21 @@ class _Settings(dict):
         return self.get(key, "")
 
 
+def _flow_section(flow) -> str:
+    """The flow part of a card: eigenvalues next to their null models (controls, init-scale null), λ_i(n) per level."""
+    from ..flow.analysis import null_report
+
+    table = flow.eigenvalues("block")
+    parts = [table.to_markdown()]
+    try:
+        parts.append("Null models — read the eigenvalues against them (one seed: the effects are descriptive):\n\n"
+                     + null_report(flow, "block").to_markdown())
+    except (ValueError, KeyError, TypeError) as e:
+        parts.append(f"(no init-scale null for this flow: {e})")
+    parts.append(table.levels_markdown())
+    return "\n\n".join(parts)
+
+
 def ticket_card(ticket, repo_id: str | None = None, plots: list[str] | None = None) -> ModelCard:
     """The model card of a :class:`~lottery_rg.LotteryTicket` (metadata, levels, eigenvalues, plots, usage)."""
     arch = ticket.architecture()
@@ -52,7 +67,7 @@ def ticket_card(ticket, repo_id: str | None = None, plots: list[str] | None = No
         eval_results=eval_results or None,
     )
     flow = ticket.flow
-    eigen = flow.eigenvalues("block").to_markdown() if flow is not None and len(flow.levels) >= 3 else ""
+    eigen = _flow_section(flow) if flow is not None and len(flow.levels) >= 3 else ""
     table = LotteryResult(Path("."), ticket.metrics).to_markdown() if ticket.metrics else "(not recorded)"
     headline = {}
     if acc is not None:

@@ -10,10 +10,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
 from .masks import PRUNING_SCOPES, SCHEDULES, Mask, next_mask
 
-__all__ = ["LotterySettings"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["LotterySettings", "PRUNE_PRESETS"]
+
+#: named prunable sets. ``rg_paper``: the RG paper's convention (Redman et al. 2022, whose data
+#: came from code that prunes only the residual stages): of the family's default prunable tensors
+#: (after the include/exclude patterns) only those inside a block of a stage — for a ResNet the
+#: stage convolutions *including* the down-sampling projections; stem and classifier stay dense,
+#: so M_i(n) is normalised over what is prunable. For BERT: the encoder layers' matrices (no pooler).
+PRUNE_PRESETS = ("rg_paper",)
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,7 @@ class LotterySettings:
     rewind_steps: int = 0
     prune_include: tuple[str, ...] | None = None
     prune_exclude: tuple[str, ...] | None = None
+    prune_preset: str | None = None
 
     def __post_init__(self):
         for name in ("prune_include", "prune_exclude"):
@@ -48,6 +60,26 @@ class LotterySettings:
             raise ValueError(f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if int(self.rewind_steps) < 0:
             raise ValueError(f"--rewind_steps must be >= 0, got {self.rewind_steps}")
+        if self.prune_preset is not None and self.prune_preset not in PRUNE_PRESETS:
+            raise ValueError(f"--prune_preset must be one of {PRUNE_PRESETS} (or left out), got {self.prune_preset!r}")
+
+    def prunable_parameters(self, model: nn.Module) -> list[str]:
+        """The parameters IMP prunes in ``model``: the family default or the include/exclude patterns, then the preset.
+
+        ``rg_paper`` keeps only tensors inside the blocks of the model's stages, as the model
+        family's :class:`~lottery_rg.models.families.Layout` describes them (no stem, no head).
+        """
+        from ..models.families import family_of, prunable_parameters
+
+        names = prunable_parameters(model, self.prune_include, self.prune_exclude)
+        if self.prune_preset == "rg_paper":
+            inner = getattr(model, "module", model)
+            layout = family_of(inner).layout(inner)
+            names = [n for n in names if layout.block_of(n) is not None]
+            if not names:
+                raise ValueError("--prune_preset rg_paper leaves nothing to prune: no prunable tensor lies in a "
+                                 "block of a stage of this model")
+        return names
 
     def check_levels(self, levels: int) -> None:
         """Refuse a number of levels the schedule cannot reach."""
@@ -71,12 +103,17 @@ class LotterySettings:
         for name in ("prune_include", "prune_exclude"):
             if d[name] is not None:
                 d[name] = list(d[name])
+        if d["prune_preset"] is None:  # runs recorded before presets existed read back equal
+            del d["prune_preset"]
         return d
 
     def schedule_dict(self) -> dict:
         """The part a flow records (``flow.json``'s ``schedule``)."""
-        return {"prune_fraction": self.prune_fraction, "schedule": self.schedule, "pruning": self.pruning,
-                "rewind_steps": self.rewind_steps}
+        d = {"prune_fraction": self.prune_fraction, "schedule": self.schedule, "pruning": self.pruning,
+             "rewind_steps": self.rewind_steps}
+        if self.prune_preset is not None:
+            d["prune_preset"] = self.prune_preset
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping | None) -> LotterySettings:

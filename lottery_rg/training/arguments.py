@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..pruning.masks import PRUNING_SCOPES, SCHEDULES
-from ..pruning.settings import LotterySettings
+from ..pruning.settings import PRUNE_PRESETS, LotterySettings
 
 __all__ = ["LotteryArguments", "ModelArguments", "DataArguments", "TASKS", "FREE_TRAINING_ARGUMENTS", "parse_args",
            "json_kwargs"]
@@ -59,6 +59,11 @@ class LotteryArguments:
         "help": "Regular expressions selecting the prunable parameters (replaces the family default)."})
     prune_exclude: list[str] | None = field(default=None, metadata={
         "help": "Regular expressions removing parameters from the prunable set."})
+    prune_preset: str | None = field(default=None, metadata={
+        "help": "A named prunable set applied after include/exclude. rg_paper: the RG paper's convention — prune "
+                "only the tensors inside the residual stages (convolutions incl. down-sampling; BERT: the encoder "
+                "layers), leave stem and classifier dense, so M is normalised over what is prunable.",
+        "choices": list(PRUNE_PRESETS)})
     push_levels: bool = field(default=False, metadata={
         "help": "With --push_to_hub: also push every level's ticket (as branch level-XX), not only the final one."})
     stability_levels: list[int] | None = field(default=None, metadata={
@@ -90,7 +95,7 @@ class LotteryArguments:
         """The settings that define a run (a resumed run must match them); levels, pushes and analyses do not."""
         return LotterySettings(prune_fraction=self.prune_fraction, pruning=self.pruning, schedule=self.schedule,
                                rewind_steps=self.rewind_steps, prune_include=self.prune_include,
-                               prune_exclude=self.prune_exclude)
+                               prune_exclude=self.prune_exclude, prune_preset=self.prune_preset)
 
     def target_density(self, level: int) -> float:
         """Nominal density of the prunable weights after ``level`` levels (before rounding)."""

@@ -34,7 +34,7 @@ from transformers.trainer_utils import TrainOutput, set_seed
 from ..flow.core import IMPFlow
 from ..hub.push import own_training_args, push_run_tickets
 from ..io import state_from_file
-from ..models.families import family_of, prunable_parameters
+from ..models.families import family_of
 from ..pruning.callbacks import MaskCallback
 from ..pruning.checks import nonfinite_tensors
 from ..pruning.masks import Mask, broadcast_mask, check_mask, full_mask, load_mask, mask_digest, surviving
@@ -85,7 +85,7 @@ class LotteryTrainer(Trainer):
         # provenance for model cards (data set, base model, command), secrets redacted before anything records it
         self.run_info = redact_run_info(run_info)
         self.family = family_of(model)
-        self.prunable = prunable_parameters(model, self.settings.prune_include, self.settings.prune_exclude)
+        self.prunable = self.settings.prunable_parameters(model)  # family default, patterns, preset
         # tickets, not Trainer checkpoints, go to the Hub (token and repository are checked now, before training);
         # the Trainer's copy of the arguments holds no token (it is pickled into every checkpoint)
         args, self.push_tickets, self._hub_token = own_training_args(args, timm_model=self.family.library == "timm")
