@@ -17,7 +17,8 @@ many::
 Every ``TrainingArguments`` flag works. Without ``--dataset_name`` the job runs on
 embedded data (scikit-learn's digits; for ``--task fill-mask``, Python's own docs).
 Re-running the same command resumes an interrupted run, and pushes whatever did not reach
-the Hub before (the script exits with status 3 while something is not pushed).
+the Hub before (the script exits with status 3 while something is not pushed). A refusal is one line on stderr
+and exit status 2 (``LOTTERY_RG_DEBUG=1`` shows the traceback); see :mod:`lottery_rg.errors`.
 """
 
 import contextlib
@@ -45,11 +46,14 @@ with long_lived_objects():
     import transformers
     from transformers import TrainingArguments
 
-    from lottery_rg import LotteryArguments, LotteryTrainer
+    from lottery_rg import LotteryArguments, LotteryTrainer, RunDir
+    from lottery_rg.errors import command, note_output_dir
     from lottery_rg.redact import RedactingFilter, redact_command
-    from lottery_rg.tasks import prepare_task
+    from lottery_rg.tasks import detect_task, prepare_task
     from lottery_rg.training.arguments import DataArguments, ModelArguments
     from lottery_rg.training.arguments import parse_args as parse_args_into
+    from lottery_rg.training.flags import check_training_arguments
+    from lottery_rg.training.launch import hold_run_lock
 
 logger = logging.getLogger("lottery_rg.run_imp")
 
@@ -75,18 +79,26 @@ def setup_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+@command("run_imp.py")  # a refusal: one line and exit status 2, no traceback (LOTTERY_RG_DEBUG=1 shows it)
 def main(argv=None):
     model_args, data_args, lottery_args, training_args = parse_args(argv)
+    # the flags a model of this kind cannot honour (timm: --neftune_noise_alpha, --label_names …), before any work
+    task = model_args.task or detect_task(model_args.model_name_or_path, model_args.revision)
+    check_training_arguments(training_args, "timm" if task == "image-classification" else "transformers")
     setup_logging()
-
-    with long_lived_objects():  # the model, the data and the trainer live as long as the run
-        setup = prepare_task(model_args, data_args, seed=training_args.seed)
-        world = training_args.world_size
-        launcher = f"accelerate launch --num_processes {world}" if world > 1 else "python"  # one process: no launcher
-        info = {**setup.info, "command": f"{launcher} {redact_command(sys.argv)}"}
-        trainer = LotteryTrainer(args=training_args, lottery_args=lottery_args, run_info=info,
-                                 **setup.trainer_kwargs())
-    result = trainer.run_imp()  # with --push_to_hub, also pushes the ticket (and with --push_levels every level)
+    run = RunDir(training_args.output_dir)
+    note_output_dir(run.root)
+    run.check_writable()  # a file, read-only storage, a folder of other files: refused before anything is built
+    # the lock first: a directory another run is writing is refused before the data and the model are built
+    with hold_run_lock(run, training_args):
+        with long_lived_objects():  # the model, the data and the trainer live as long as the run
+            setup = prepare_task(model_args, data_args, seed=training_args.seed)
+            world = training_args.world_size
+            launcher = f"accelerate launch --num_processes {world}" if world > 1 else "python"  # one: no launcher
+            info = {**setup.info, "command": f"{launcher} {redact_command(sys.argv)}"}
+            trainer = LotteryTrainer(args=training_args, lottery_args=lottery_args, run_info=info,
+                                     **setup.trainer_kwargs())
+        result = trainer.run_imp()  # with --push_to_hub, also pushes the ticket (and with --push_levels every level)
     failed = getattr(trainer, "push_failures", [])
     if failed:  # the training results are on disk; running the same command again pushes what is missing
         logger.error("not pushed to the Hub: %s (run the same command again to push)", ", ".join(failed))

@@ -10,7 +10,7 @@ Public API::
 The layers, lowest first. A module imports only from its own layer and the layers below it
 (``tests/test_layers.py`` checks this; ``import_cycles.py --packages`` finds no cycle)::
 
-    1  version, io, redact, plotting  version; atomic files and JSON; secrets out of records; figures, tables
+    1  version, errors, io, redact, plotting  version; one-line refusals; atomic files, JSON; secrets out; figures
     1  evaluate_modules           the tasks' metrics as evaluate modules, loaded by path (package data)
     2  models                     model families (prunable tensors, blocks, stages, configs), one module each
     3  pruning                    masks and magnitude pruning, typed lottery settings, mask enforcement
@@ -74,8 +74,8 @@ __all__ = [
     "mask_density", "Block", "Layout", "ModelFamily", "Unit", "family_of", "get_family", "prunable_parameters",
     "register_family",
 ]
-_SUBPACKAGES = ("io", "plotting", "run", "models", "pruning", "flow", "stability", "branches", "hub", "training",
-                "tasks", "report", "cli", "version")
+_SUBPACKAGES = ("errors", "io", "plotting", "run", "models", "pruning", "flow", "stability", "branches", "hub",
+                "training", "tasks", "report", "cli", "version")
 
 
 def __getattr__(name: str) -> object:

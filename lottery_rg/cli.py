@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import ArgumentParser, UsageError, command
 from .flow import CONTROL_STARTS, NORMALIZATIONS, ClassRule, FlowPool, IMPFlow
 from .models.families import GRANULARITIES
 
@@ -19,7 +20,7 @@ __all__ = ["main", "flow_main", "stability_main"]
 
 
 def _flow_parser(prog: str = "lottery-rg flow") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(  # one-line errors
         prog=prog,
         description="RG analysis of an IMP run: IMP-flow eigenvalues and classes next to their null models (the "
                     "untrained controls θ_k and θ_0 and the closed-form init-scale null), the training effect with "
@@ -96,6 +97,7 @@ def _controls(runs: Sequence[str], flows, pooled: bool) -> dict:
     return out
 
 
+@command("lottery-rg flow", returns_status=True)  # a refusal: one line, exit status 2 (LOTTERY_RG_DEBUG=1: traceback)
 def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") -> int:
     """RG analysis of a run or of several seeds: eigenvalues, null models, comparison, Eq. 14 fit, plots."""
     from .flow.analysis import null_report
@@ -103,17 +105,14 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
 
     args = _flow_parser(prog).parse_args(argv)
     rc = 0
-    try:
-        flows = [IMPFlow.from_pretrained(r, revision=args.revision) for r in args.run]
-        others = [IMPFlow.from_pretrained(r) for r in args.compare] if args.compare else []
-        pool = FlowPool(flows, args.run) if len(flows) > 1 else None
-        other_pool = FlowPool(others, args.compare) if len(others) > 1 else None
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # a refusal (a missing run, an unreadable flow.json …) is one line from the handler of @command
+    flows = [IMPFlow.from_pretrained(r, revision=args.revision) for r in args.run]
+    others = [IMPFlow.from_pretrained(r) for r in args.compare] if args.compare else []
+    pool = FlowPool(flows, args.run) if len(flows) > 1 else None
+    other_pool = FlowPool(others, args.compare) if len(others) > 1 else None
     for r, f in zip(args.run, flows):
         if not f.levels:
-            print(f"{r}: the flow has no levels yet", file=sys.stderr)
+            print(f"{prog}: error: {r}: the flow has no levels yet (finish a level first)", file=sys.stderr)
             return 1
     flow = flows[0]
     subject = pool if pool is not None else flow
@@ -129,11 +128,7 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
               f"density {100 * dens.iloc[0]:.2f} % → {100 * dens.iloc[-1]:.2f} %, "
               f"schedule {f.schedule or 'unrecorded'}")
     print()
-    try:
-        table = subject.eigenvalues(args.granularity, **ekw)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    table = subject.eigenvalues(args.granularity, **ekw)
     if pool is not None and args.per_seed:
         for r, t in zip(args.run, table.per_seed):
             print(f"[{r}]\n")
@@ -160,9 +155,8 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
     if args.control:
         control = controls.get(args.control_from)
         if control is None:
-            print("error: the control needs run directories with rewind.safetensors (and init.safetensors for "
-                  "--control-from init), or flows that carry their controls", file=sys.stderr)
-            return 2
+            raise UsageError("--control: the control needs run directories with rewind.safetensors (and "
+                             "init.safetensors for --control-from init), or flows that carry their controls")
         theta = "θ_0" if args.control_from == "init" else "the rewind weights θ_k"
         print(f"\nUntrained control ({theta} pruned by the same schedule, no training):\n")
         print(control.eigenvalues(args.granularity, **ekw).to_markdown())
@@ -173,12 +167,8 @@ def flow_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg flow") 
         print()
         la = f"{subject.label} [{', '.join(args.run)}]"
         lb = f"{other.label} [{', '.join(args.compare)}]"
-        try:
-            cmp = subject.compare(other, args.granularity, by=args.by, exclude_entry=not args.include_entry,
-                                  relation=args.relation, labels=(la, lb), **mkw, **ekw)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        cmp = subject.compare(other, args.granularity, by=args.by, exclude_entry=not args.include_entry,
+                              relation=args.relation, labels=(la, lb), **mkw, **ekw)
         print(cmp.to_markdown())
     fit = None
     if args.fit:
@@ -242,11 +232,12 @@ def _flow_plots(args, flows, subject, shown, other, fit) -> None:
         print(f"wrote {w}")
 
 
+@command("lottery-rg stability", returns_status=True)
 def stability_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg stability") -> int:
     """The table and plot of the linear-mode-connectivity analyses of one or more runs (``lottery-rg stability``)."""
     from .stability import load_results, plot_instability, stability_table
 
-    ap = argparse.ArgumentParser(prog=prog,
+    ap = ArgumentParser(prog=prog,
                                  description="Linear-mode-connectivity results of one or more IMP runs (computed by "
                                              "run_imp.py --stability_levels): a table and a plot.")
     ap.add_argument("runs", nargs="+", help="IMP run directories")
@@ -257,9 +248,7 @@ def stability_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg st
     for run in args.runs:
         found = load_results(run)
         if not found:
-            print(f"error: {run} holds no stability analysis (run_imp.py ... --stability_levels L ...)",
-                  file=sys.stderr)
-            return 2
+            raise UsageError(f"{run} holds no stability analysis (run_imp.py ... --stability_levels L ...)")
         results += [r for r in found if args.levels is None or r.level in args.levels]
     print(stability_table(results))
     if args.plot:
@@ -270,13 +259,19 @@ def stability_main(argv: Sequence[str] | None = None, prog: str = "lottery-rg st
 COMMANDS = {"flow": flow_main, "stability": stability_main}
 
 
+@command("lottery-rg", returns_status=True)
 def main(argv: Sequence[str] | None = None) -> int:
     """``lottery-rg COMMAND ...`` (console entry point)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
+    if argv[:1] in (["-h"], ["--help"]):
         print("usage: lottery-rg {flow,stability} ...\n\n"
               "  flow RUN       IMP-flow eigenvalues and classes, comparison, control, Eq. 14 fit, plots\n"
               "  stability RUN  linear-mode-connectivity results of one or more runs\n\n"
-              "`lottery-rg COMMAND --help` describes each.", file=sys.stderr)
-        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+              "`lottery-rg COMMAND --help` describes each.")
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        given = f"unknown command {argv[0]!r}" if argv else "no command given"
+        print(f"lottery-rg: error: {given}: use `lottery-rg flow RUN ...` or `lottery-rg stability RUN ...` "
+              f"(lottery-rg --help describes them)", file=sys.stderr)
+        return 2
     return COMMANDS[argv[0]](argv[1:], prog=f"lottery-rg {argv[0]}")

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 __all__ = ["check_safetensors", "atomic_path", "atomic_dir", "atomic_files", "atomic_write_text", "json_path",
-           "jsonable", "write_json", "read_json", "save_state", "load_state", "state_from_file", "card_template",
-           "file_sha256", "read_safetensors", "remove_stale_temporaries"]
+           "jsonable", "write_json", "read_json", "temporary_of", "save_state", "load_state", "state_from_file",
+           "card_template", "file_sha256", "read_safetensors", "remove_stale_temporaries"]
 
 # the temporary names of the writers below: FILE.tmp<pid> (atomic_path), DIR.partial and DIR.old (atomic_dir),
 # .partial-XXXX (atomic_files); a kill leaves them behind, and only these writers make them
@@ -132,11 +132,30 @@ def jsonable(x):
 
 
 def read_json(path: str | os.PathLike):
+    """The JSON document in ``path`` (every JSON file lottery_rg reads goes through here); a file that is not JSON
+    text — truncated, or binary such as a pickle — is refused naming the path."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a JSON text file (byte {e.object[e.start:e.start + 1]!r} at position "
+                         f"{e.start} is not UTF-8: a binary file, such as a pickle, saved under a .json name?)") from e
+
+
+def temporary_of(name: str) -> str | None:
+    """The file a temporary name of this module's writers stands for (``flow.json.tmp123`` -> ``flow.json``,
+    ``level_01.partial`` -> ``level_01``), or None for an ordinary name. A kill leaves such names behind."""
+    for suffix in (".partial", ".old"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    stem, dot, tail = name.rpartition(".tmp")
+    if dot and stem and tail.isdigit():
+        return stem
+    if name.startswith(".partial-"):
+        return ""
+    return None
 
 
 def save_state(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import LotteryError, UsageError
 from .io import (
     atomic_dir,
     check_safetensors,
@@ -46,6 +47,7 @@ from .io import (
     read_safetensors,
     remove_stale_temporaries,
     save_state,
+    temporary_of,
     write_json,
 )
 from .plotting import markdown_table
@@ -74,8 +76,13 @@ CHECKPOINT_PREFIX = "checkpoint"  # transformers' PREFIX_CHECKPOINT_DIR: Trainer
 logger = logging.getLogger(__name__)
 
 
-class RunLockedError(RuntimeError):
-    """Another process writes this run directory."""
+class RunLockedError(LotteryError, RuntimeError):
+    """Another process writes this run directory (a refusal: wait, stop it, or choose another folder)."""
+
+    exit_code = 2
+
+
+_HELD: set[str] = set()  # run directories whose lock this process holds (real paths)
 
 
 @dataclass(frozen=True)
@@ -230,83 +237,122 @@ class RunDir:
         return LotteryResult(self.root, self.records())
 
     # ------------------------------------------------------------------ the settings lock
-    def check_config(self, new: dict) -> None:
+    def check_config(self, new: dict) -> str | None:
         """Refuse to continue a run recorded with other settings: ``new`` (what this invocation would record)
         must match ``lottery_config.json`` in the model, the lottery settings, the prunable tensors, the data,
-        every locked flag and the steps per level. The levels would otherwise mix two experiments."""
+        every locked flag and the steps per level. The levels would otherwise mix two experiments.
+
+        Until a first level is complete there is nothing to protect: other settings are accepted (a run that
+        crashed on a bad value is re-run with the corrected one), and the difference is returned so that the
+        caller discards the unfinished work (:meth:`discard_unfinished`) before recording the new settings.
+        Returns None when the settings match (or no run is recorded). Nothing is written here."""
         root, path = self.root, self.config
         if not path.is_file():
             if self.has_levels():
-                raise ValueError(f"{root} holds level directories but no {path.name}: not a lottery_rg run")
-            return
-        old = read_json(path)
-        old["lottery"] = {k: v for k, v in old.get("lottery", {}).items() if k not in ("levels", "push_levels")}
-        for key in ("model", "lottery", "prunable"):
-            if old.get(key) != new[key]:
-                diff = _describe_difference(old.get(key), new[key])
-                raise ValueError(f"{root} holds a lottery run with different {key} settings ({diff}); "
-                                 f"use another --output_dir or delete that one")
-        # the data a run trains on (data set, image size, sequence length…): levels must not mix two of them
-        old_data, new_data = old.get("info") or {}, new.get("info") or {}
-        shared = sorted((set(old_data) & set(new_data)) - {"command"})
-        if any(old_data[k] != new_data[k] for k in shared):
-            diff = _describe_difference({k: old_data[k] for k in shared}, {k: new_data[k] for k in shared})
-            raise ValueError(f"{root} holds a lottery run on other data ({diff}); use another --output_dir "
-                             f"or delete that one")
-        changed = _changed_settings(without_secrets(old.get("settings")), new["settings"])  # not settings
-        if changed:
-            raise ValueError(f"{root} holds a run made with other settings, and a run's settings cannot change "
-                             f"between invocations (the levels would mix two experiments):\n  "
-                             + "\n  ".join(changed)
-                             + "\nRun with the recorded values, or use another --output_dir")
-        steps = (old.get("training") or {}).get("steps_per_level")
-        if steps != new["training"]["steps_per_level"]:
-            raise ValueError(f"{root} holds a run with {steps} steps per level, this one has "
-                             f"{new['training']['steps_per_level']}; use another --output_dir")
+                raise UsageError(f"{root} holds level directories but no {path.name}: not a lottery_rg run; "
+                                 f"use another --output_dir")
+            return None
+        difference = _config_difference(root, read_json(path), new)
+        if difference is not None and self.level_numbers():
+            raise UsageError(difference)
+        return difference
 
-    def record_config(self, new: dict) -> None:
+    def record_config(self, new: dict, replace: bool = False) -> None:
         """Write ``lottery_config.json`` for a new run, or for the same run extended to more levels (fewer levels
-        only read it); a run recorded before settings were locked gets them recorded now."""
-        old = read_json(self.config) if self.config.is_file() else None
+        only read it); a run recorded before settings were locked gets them recorded now. ``replace``: the
+        settings changed before any level was complete (:meth:`check_config`): ``new`` replaces the record."""
+        old = read_json(self.config) if self.config.is_file() and not replace else None
         if old is None or old.get("levels", 0) < new["levels"] or "settings" not in old:
             record = new if old is None else dict(old, levels=max(old.get("levels", 0), new["levels"]),
                                                   settings=old.get("settings") or new["settings"])
             self.root.mkdir(parents=True, exist_ok=True)
             write_json(self.config, record)
 
+    def discard_unfinished(self) -> list[Path]:
+        """Remove the work of a run of which no level is complete — θ_0, the rewind point, unfinished Trainer
+        checkpoints, the flow, the tokenizer (of the old model), stability copies, summaries — so that a run whose
+        settings were corrected starts over. Returns what it removed; a run with a complete level is never
+        touched."""
+        if self.level_numbers():
+            raise UsageError(f"{self.root} holds complete levels: its work is not discarded")
+        removed = []
+        for path in (self.rewind, self.init, self.rewind_state, self.flow, self.root / "checkpoints", self.tokenizer,
+                     self.stability(0).parent, self.summary_csv, self.summary_md):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            else:
+                continue
+            removed.append(path)
+        return removed
+
     def foreign_content(self) -> list[str]:
-        """Entries of an existing folder that is not (yet) a run: what writing a run into it would mix with."""
+        """Entries of an existing folder that is not (yet) a run: what writing a run into it would mix with
+        (the lock, and a first settings record a kill left half-written, are the run's own)."""
         if not self.root.is_dir() or self.is_run():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.name != LOCK_FILE)
+        own = {LOCK_FILE, RUN_CONFIG}
+        return sorted(p.name for p in self.root.iterdir() if p.name != LOCK_FILE and temporary_of(p.name) not in own)
+
+    def check_writable(self, flag: str = "--output_dir", *, run: bool = True) -> None:
+        """Refuse, before anything is built or written, a folder that cannot take a run: a path through a file,
+        read-only storage, a folder without write permission, or (``run``) a folder holding files that are not
+        a lottery_rg run."""
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"{flag} {root} is a file, not a folder: choose a folder (a new one, or a run's)")
+        existing = root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UsageError(f"{flag} {root}: {existing} is a file, so no folder can be made under it; choose "
+                             f"another path")
+        if os.statvfs(existing).f_flag & os.ST_RDONLY:
+            raise UsageError(f"{flag} {root} is on read-only storage ({existing}): a run writes its levels there, "
+                             f"choose a writable folder. A finished run can still be read where it is (lottery-rg "
+                             f"flow, lottery-rg stability, LotteryTicket.from_run)")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {root}: no permission to write in {existing}; choose a folder you may write to")
+        foreign = self.foreign_content() if run else []
+        if foreign:
+            raise UsageError(f"{root} holds files that are not a lottery_rg run ({', '.join(foreign[:5])}); nothing "
+                             f"was written there. Choose an empty or new {flag}")
 
     # ------------------------------------------------------------------ one writer
+    def locked_here(self) -> bool:
+        """This process holds the run's lock (taken by :meth:`lock`)."""
+        return os.path.realpath(self.root) in _HELD
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunDir]:
         """Hold the run's write lock (an OS-level ``flock``: it dies with its holder, so ``kill -9`` leaves no
-        stale lock). A second holder is refused at once with the first one's PID and host."""
-        import fcntl
+        stale lock). A second holder is refused at once with the first one's PID and host — another ``lock()`` in
+        this process too; code that may run under a lock its process took first asks :meth:`locked_here`
+        (``examples/run_imp.py`` takes it before it builds the trainer, and ``run_imp`` then needs not).
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        What taking the lock created — the folder, the lock file — is removed again when it is released, if
+        nothing else was written: a refused run leaves the disk as it found it."""
+        key = os.path.realpath(self.root)
+        made = _make_dirs(self.root)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
-                try:
-                    h = json.loads(holder)
-                    who = f"process {h['pid']} on host {h['host']} (since {h['since']})"
-                except (ValueError, KeyError, TypeError):
-                    who = "another process"
-                raise RunLockedError(f"{self.root} is being written by {who}: one run directory has one writer. "
-                                     f"Wait for it to finish, stop it, or use another --output_dir") from None
+            fd, created = _take_lock(self.lock_file, self.root)
+        except BaseException:
+            _remove_empty(self.root, made)
+            raise
+        _HELD.add(key)
+        try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                       "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
             yield self
         finally:
+            _HELD.discard(key)
+            if created:  # removed while still held: a process that opened it meanwhile sees another file and retries
+                with contextlib.suppress(OSError):
+                    self.lock_file.unlink()
             os.close(fd)  # releases the lock
+            _remove_empty(self.root, made)
 
     # ------------------------------------------------------------------ verification
     def verify_level(self, n: int, model: nn.Module | None = None) -> dict:
@@ -414,6 +460,107 @@ def drop_checkpoints_after(work: str | os.PathLike, last: Path | None) -> None:
         if p.is_dir() and step.isdigit() and int(step) > keep:
             logger.warning("removing incomplete checkpoint %s (interrupted while saving)", p)
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _make_dirs(root: Path) -> Path | None:
+    """``root.mkdir(parents=True)``; returns the topmost folder it created (None if ``root`` existed)."""
+    top = None
+    for p in [*reversed(root.parents), root]:
+        if not p.exists():
+            top = top or p
+    root.mkdir(parents=True, exist_ok=True)
+    return top
+
+
+def _remove_empty(root: Path, top: Path | None) -> None:
+    """Remove ``root`` and its parents up to ``top`` (folders :func:`_make_dirs` created) while they are empty."""
+    if top is None:
+        return
+    for p in [root, *root.parents]:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == top:
+            return
+
+
+def _take_lock(path: Path, root: Path) -> tuple[int, bool]:
+    """Open and ``flock`` the lock file (creating it if needed); returns the descriptor and whether it was created.
+    A holder removes the file it created when it lets go, so the locked file must still be the one at ``path``."""
+    import fcntl
+
+    while True:
+        try:
+            fd, created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            try:
+                fd, created = os.open(path, os.O_RDWR), False
+            except FileNotFoundError:  # removed by its holder meanwhile
+                continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+            os.close(fd)
+            try:
+                h = json.loads(holder)
+                who = f"process {h['pid']} on host {h['host']} (since {h['since']})"
+            except (ValueError, KeyError, TypeError):
+                who = "another process"
+            raise RunLockedError(f"{root} is being written by {who}: one run directory has one writer. "
+                                 f"Wait for it to finish, stop it, or use another --output_dir") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd, created
+        os.close(fd)
+
+
+def _config_difference(root: Path, old: dict, new: dict) -> str | None:
+    """The first way ``new`` (this invocation's record) differs from ``old`` (``lottery_config.json``), as the
+    one-line refusal that names it; None when they match."""
+    old["lottery"] = {k: v for k, v in old.get("lottery", {}).items() if k not in ("levels", "push_levels")}
+    for key in ("model", "lottery", "prunable"):
+        if old.get(key) != new[key]:
+            diff = _describe_difference(old.get(key), new[key])
+            return (f"{root} holds a lottery run with different {key} settings ({diff}); use another --output_dir "
+                    f"or delete that one")
+    # the data a run trains on (data set, image size, sequence length…): levels must not mix two of them
+    old_data, new_data = old.get("info") or {}, new.get("info") or {}
+    shared = sorted((set(old_data) & set(new_data)) - {"command"})
+    if any(old_data[k] != new_data[k] for k in shared):
+        diff = _describe_difference({k: old_data[k] for k in shared}, {k: new_data[k] for k in shared})
+        return f"{root} holds a lottery run on other data ({diff}); use another --output_dir or delete that one"
+    old_settings = without_secrets(old.get("settings"))
+    if old_settings:  # the model and data arguments are recorded by scripts that pass run_info (run_imp.py)
+        recorded, given = set(old_settings) & _RUN_INFO_GROUPS, set(new["settings"]) & _RUN_INFO_GROUPS
+        if recorded - given:
+            return (f"{root} was made by examples/run_imp.py, which records its model and data arguments "
+                    f"({', '.join(sorted(recorded))}), and this LotteryTrainer was given no run_info holding them: "
+                    f"build it as run_imp.py does (setup = lottery_rg.tasks.prepare_task(model_args, data_args); "
+                    f"LotteryTrainer(..., run_info=setup.info, **setup.trainer_kwargs())), or use another "
+                    f"output_dir")
+        if given - recorded:
+            return (f"{root} was made by a LotteryTrainer built without run_info, so it records no model and data "
+                    f"arguments ({', '.join(sorted(given))}): continue it the same way (without run_info), or use "
+                    f"another --output_dir")
+    changed = _changed_settings(old_settings, new["settings"])  # not settings
+    if changed:
+        return (f"{root} holds a run made with other settings, and a run's settings cannot change between "
+                f"invocations (the levels would mix two experiments): " + "; ".join(changed)
+                + ". Run with the recorded values, or use another --output_dir")
+    steps = (old.get("training") or {}).get("steps_per_level")
+    if steps != new["training"]["steps_per_level"]:
+        return (f"{root} holds a run with {steps} optimizer steps per level, this one has "
+                f"{new['training']['steps_per_level']} (the data, the batch size or the epochs differ); use another "
+                f"--output_dir")
+    return None
+
+
+_RUN_INFO_GROUPS = {"model_arguments", "data_arguments"}
 
 
 def _describe_difference(old, new) -> str:

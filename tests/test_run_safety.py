@@ -39,11 +39,30 @@ def finished(tmp_path_factory):
 # ---------------------------------------------------------------------------- one writer
 def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path):
     run = RunDir(tmp_path / "run")
-    with run.lock():
-        with pytest.raises(RunLockedError, match=rf"process {os.getpid()} on host {socket.gethostname()}"):
+    code = ("import sys, time; from lottery_rg import RunDir\n"
+            "with RunDir(sys.argv[1]).lock():\n    print('held', flush=True); time.sleep(120)\n")
+    holder = subprocess.Popen([PYTHON, "-c", code, str(run.root)], stdout=subprocess.PIPE, text=True,
+                              env=subprocess_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=rf"process {holder.pid} on host {socket.gethostname()}"):
             make_trainer(run.root, {"levels": 1}).run_imp()
+    finally:
+        holder.kill()
+        holder.wait()
     assert not run.level(0).exists() and not run.config.exists()
     make_trainer(run.root, {"levels": 1}).run_imp()  # the lock went with its holder
+    assert run.is_complete(1)
+
+
+def test_a_lock_this_process_holds_is_refused_to_a_second_lock_but_accepted_by_run_imp(tmp_path):
+    """examples/run_imp.py takes the lock before it builds data and model; run_imp() then works under it."""
+    run = RunDir(tmp_path / "run")
+    with run.lock():
+        with pytest.raises(RunLockedError, match=rf"process {os.getpid()} "):
+            with RunDir(run.root).lock():
+                pass
+        make_trainer(run.root, {"levels": 1}).run_imp()
     assert run.is_complete(1)
 
 
@@ -68,7 +87,7 @@ def test_the_lock_dies_with_its_holder_even_under_kill_9(tmp_path):
 @pytest.mark.parametrize("change, flag", [
     (dict(learning_rate=0.5), "--learning_rate: 0.05 recorded, 0.5 now"),
     (dict(seed=7), "--seed: 0 recorded, 7 now"),
-    (dict(optim="adamw_torch"), "--optim: 'sgd' recorded, 'adamw_torch' now"),
+    (dict(optim="adamw_torch", optim_args=None), "--optim: 'sgd' recorded, 'adamw_torch' now"),
     (dict(weight_decay=0.1), "--weight_decay: 0.0005 recorded, 0.1 now"),
     (dict(per_device_train_batch_size=16), "--per_device_train_batch_size: 32 recorded, 16 now"),
     (dict(lr_scheduler_type="cosine"), "--lr_scheduler_type: 'linear' recorded, 'cosine' now"),

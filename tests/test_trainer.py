@@ -32,9 +32,9 @@ class ZeroCheck(TrainerCallback):
 
 @pytest.mark.parametrize("optim_kw", [
     dict(optim="sgd", optim_args="momentum=0.9", weight_decay=5e-3),
-    dict(optim="adamw_torch", learning_rate=1e-2, weight_decay=0.1),
+    dict(optim="adamw_torch", optim_args=None, learning_rate=1e-2, weight_decay=0.1),
     dict(optim="sgd", optim_args="momentum=0.9", gradient_accumulation_steps=2),
-    dict(optim="adamw_torch", learning_rate=1e-2, bf16=True),
+    dict(optim="adamw_torch", optim_args=None, learning_rate=1e-2, bf16=True),
 ], ids=["sgd-momentum-wd", "adamw", "grad-accumulation", "bf16-autocast"])
 def test_pruned_weights_stay_exactly_zero(tmp_path, optim_kw):
     check = ZeroCheck()
@@ -195,8 +195,10 @@ def test_the_trainer_leaves_the_garbage_collector_alone(tmp_path):
     """gc.freeze() is the program's choice (examples/run_imp.py makes it); a run neither freezes nor unfreezes."""
     trainer = make_trainer(tmp_path / "a", {"levels": 1})
     gc.unfreeze()
+    gc.collect()  # Python 3.12's full collection puts a few hundred interpreter objects back in the frozen generation
+    base = gc.get_freeze_count()  # 0 on Python 3.11
     trainer.run_imp()
-    assert gc.get_freeze_count() == 0 and gc.isenabled()  # nothing frozen by the run
+    assert gc.get_freeze_count() == base and gc.isenabled()  # nothing frozen by the run
     trainer = make_trainer(tmp_path / "b", {"levels": 1})
     gc.freeze()
     try:

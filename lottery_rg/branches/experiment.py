@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, TrainingArguments
 
+from ..errors import check_field_types
 from ..hub.ticket import LotteryTicket
 from ..io import atomic_write_text
 from ..plotting import density_axis, markdown_table, save_figure
@@ -62,6 +63,7 @@ class ElasticArguments:
                 "128, 128]}' for narrower VGGs); transformed tickets keep them."})
 
     def __post_init__(self):
+        check_field_types(self)
         self.model_kwargs = json_kwargs(self.model_kwargs, "--model_kwargs")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:

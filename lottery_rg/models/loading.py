@@ -61,16 +61,23 @@ def load_model(name_or_path: str, *, num_labels: int | None = None, pretrained: 
     if num_labels is not None:
         kwargs["num_classes"] = num_labels
     cfg = read_model_config(name_or_path, revision)
-    if cfg is None:
-        if image_size is not None:
-            kwargs = {**_input_kwargs(name_or_path, kwargs, image_size), **kwargs}
-        return timm.create_model(name_or_path, pretrained=pretrained, **kwargs)
-    if is_timm_config(cfg):
-        if os.path.isdir(name_or_path):
-            source = f"local-dir:{os.path.abspath(name_or_path)}"
-        else:
-            source = f"hf-hub:{name_or_path}" + (f"@{revision}" if revision and revision != "main" else "")
-        return timm.create_model(source, pretrained=True, **kwargs)
+    try:
+        if cfg is None:
+            if image_size is not None:
+                kwargs = {**_input_kwargs(name_or_path, kwargs, image_size), **kwargs}
+            return timm.create_model(name_or_path, pretrained=pretrained, **kwargs)
+        if is_timm_config(cfg):
+            if os.path.isdir(name_or_path):
+                source = f"local-dir:{os.path.abspath(name_or_path)}"
+            else:
+                source = f"hf-hub:{name_or_path}" + (f"@{revision}" if revision and revision != "main" else "")
+            return timm.create_model(source, pretrained=True, **kwargs)
+    except TypeError as e:  # a keyword the architecture does not take (or takes from its name, e.g. depth)
+        if not model_kwargs:
+            raise
+        given = json.dumps(model_kwargs, default=str)
+        raise ValueError(f"--model_kwargs {given}: {name_or_path} cannot be built with them ({e}); give keyword "
+                         f"arguments of its constructor that its name does not fix") from None
     from transformers import AutoModelForMaskedLM
 
     return AutoModelForMaskedLM.from_pretrained(name_or_path, revision=revision, **(model_kwargs or {}))

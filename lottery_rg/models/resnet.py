@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 from timm.layers import create_classifier, get_act_layer, get_norm_layer
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, ResNet, make_blocks
 from torch import nn
 
@@ -73,8 +73,9 @@ class CifarResNet(ResNet):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        for name in self.stage_names:
-            x = getattr(self, name)(x)
+        for name in self.stage_names:  # --gradient_checkpointing: timm's set_grad_checkpointing, per block
+            stage = getattr(self, name)
+            x = checkpoint_seq(stage, x) if self.grad_checkpointing and torch.is_grad_enabled() else stage(x)
         return x
 
     def forward_intermediates(self, *args, **kwargs):

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from timm.layers import create_classifier, get_act_layer, get_norm_layer
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from torch import nn
 
 from .families import MAX_STAGES, Block, Layout, TimmFamily, check_depths, check_int, module_weights
@@ -97,8 +97,13 @@ class CifarVGG(nn.Module):
         for i, stage in enumerate(self.stages):
             if i:
                 x = self.pool(x)
-            x = stage(x)
+            x = checkpoint_seq(stage, x) if self.grad_checkpointing and torch.is_grad_enabled() else stage(x)
         return x
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch for activation checkpointing (``--gradient_checkpointing``): each layer's activations
+        are recomputed in the backward pass instead of kept."""
+        self.grad_checkpointing = enable
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
+from ..errors import check_field_types
 from .masks import PRUNING_SCOPES, SCHEDULES, Mask, next_mask
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class LotterySettings:
     prune_preset: str | None = None
 
     def __post_init__(self):
+        check_field_types(self)  # LotterySettings(prune_fraction="0.2") is refused naming the field
         for name in ("prune_include", "prune_exclude"):
             value = getattr(self, name)
             if value is not None:

@@ -75,7 +75,11 @@ def load_image_datasets(
     if os.path.isdir(dataset_name) and any(os.path.isfile(os.path.join(dataset_name, f)) for f in saved):
         dsd = datasets.load_from_disk(dataset_name)
     else:
-        dsd = datasets.load_dataset(dataset_name, dataset_config_name, revision=revision)
+        try:
+            dsd = datasets.load_dataset(dataset_name, dataset_config_name, revision=revision)
+        except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as e:
+            raise ValueError(f"--dataset_name {dataset_name}: {e} (give a Hub data set, a local imagefolder or a "
+                             f"folder saved with save_to_disk)") from None
     if isinstance(dsd, datasets.Dataset):
         dsd = datasets.DatasetDict({"train": dsd})
     if "train" not in dsd:

@@ -466,7 +466,11 @@ def load_text_datasets(
         raise ValueError("give either dataset_name or train_file/validation_file, not both")
 
     if dataset_name is not None:
-        raw = datasets.load_dataset(dataset_name, dataset_config_name, **load_kwargs)
+        try:
+            raw = datasets.load_dataset(dataset_name, dataset_config_name, **load_kwargs)
+        except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as e:
+            raise ValueError(f"--dataset_name {dataset_name}: {e} (give a Hub data set or a local folder of "
+                             f"text files; local files go to --train_file)") from None
     else:
         data_files = {"train": str(train_file)}
         if validation_file is not None:

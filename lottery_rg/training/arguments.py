@@ -8,10 +8,13 @@ optimisation (learning rate, epochs, batch size, precision, checkpointing) stays
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+from ..errors import check_field_types
 from ..pruning.masks import PRUNING_SCOPES, SCHEDULES
 from ..pruning.settings import PRUNE_PRESETS, LotterySettings
+from . import flags
 
 __all__ = ["LotteryArguments", "ModelArguments", "DataArguments", "TASKS", "FREE_TRAINING_ARGUMENTS", "parse_args",
            "json_kwargs"]
@@ -19,21 +22,8 @@ __all__ = ["LotteryArguments", "ModelArguments", "DataArguments", "TASKS", "FREE
 TASKS = ("image-classification", "fill-mask")
 
 
-# TrainingArguments that cannot change what a level computes: they may differ between the invocations of one run.
-# Every other TrainingArguments field (optimizer and its hyper-parameters, schedule, seeds, batch sizes, steps,
-# precision, data loading that draws random numbers, device) is recorded when a run starts and locked.
-FREE_TRAINING_ARGUMENTS = frozenset({
-    "output_dir", "logging_steps", "logging_strategy", "logging_first_step", "logging_nan_inf_filter", "log_level",
-    "log_level_replica", "log_on_each_node", "disable_tqdm", "report_to", "run_name", "project", "trackio_space_id",
-    "trackio_bucket_id", "trackio_static_space_id", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token",
-    "hub_private_repo", "hub_always_push", "hub_revision", "save_steps", "save_strategy", "save_total_limit",
-    "save_on_each_node", "eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "eval_accumulation_steps",
-    "eval_do_concat_batches", "eval_use_gather_object", "batch_eval_metrics", "dataloader_pin_memory",
-    "dataloader_prefetch_factor", "ddp_timeout", "ddp_find_unused_parameters", "skip_memory_metrics",
-    "resume_from_checkpoint", "do_train", "do_eval", "do_predict", "include_num_input_tokens_seen", "debug",
-    "local_rank", "torch_empty_cache_steps", "restore_callback_states_from_checkpoint", "enable_jit_checkpoint",
-    "remove_unused_columns",  # which data-set columns reach the collator: a column the model cannot take fails
-})
+# TrainingArguments that cannot change what a level computes (each with its reason): lottery_rg.training.flags
+FREE_TRAINING_ARGUMENTS = flags.FREE_TRAINING_ARGUMENTS
 
 
 @dataclass
@@ -79,6 +69,7 @@ class LotteryArguments:
                 "(0: interpolate the running statistics like every other tensor)."})
 
     def __post_init__(self):
+        check_field_types(self)
         if self.levels < 1:
             raise ValueError(f"--levels must be at least 1 (level 0 is the dense network), got {self.levels}")
         self.settings().check_levels(self.levels)  # validates fraction, scope, schedule, rewind point, patterns
@@ -122,6 +113,7 @@ class ModelArguments:
                 "computed over the global batch as on one GPU (not available on CPU/gloo)."})
 
     def __post_init__(self):
+        check_field_types(self)
         if self.task is not None and self.task not in TASKS:
             raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}")
         self.model_kwargs = json_kwargs(self.model_kwargs, "--model_kwargs")
@@ -158,6 +150,7 @@ class DataArguments:
                 "the predicted and true class ids (images) or masked tokens (fill-mask), beside accuracy."})
 
     def __post_init__(self):
+        check_field_types(self)
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"--test_fraction must lie in (0, 1), got {self.test_fraction}")
         if not 0.0 < self.mlm_probability < 1.0:
@@ -169,6 +162,21 @@ class DataArguments:
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None:
                 _check_range(f"--{name}", getattr(self, name), 1, None, "examples (leave it out for all of them)")
+        _check_range("--split_seed", self.split_seed, 0, 2**32 - 1, "(a seed numpy accepts)")
+        for name in ("train_file", "validation_file"):  # local files: named now, not by the data loader later
+            path = getattr(self, name)
+            if path is not None and "://" not in path and not os.path.isfile(path):
+                raise ValueError(f"--{name} {path}: no such file (give a local .txt, .csv or .json file)")
+
+
+def _is_json(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def json_kwargs(value: dict | str | None, flag: str) -> dict | None:
@@ -211,9 +219,9 @@ def parse_args(dataclass_types, argv=None):
 
     import torch
     import yaml
-    from transformers import HfArgumentParser
+    from transformers import TrainingArguments
 
-    parser = HfArgumentParser(dataclass_types)
+    parser = flags.flag_parser(dataclass_types)
     if not torch.cuda.is_available():
         parser.set_defaults(use_cpu=True)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -237,4 +245,16 @@ def parse_args(dataclass_types, argv=None):
         for action in required:  # a value in the file satisfies a required flag
             action.required = False
         argv = argv[1:]
-    return parser.parse_args_into_dataclasses(args=argv)
+    try:
+        *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except json.JSONDecodeError as e:  # a dict flag of TrainingArguments (--lr_scheduler_kwargs …): name it
+        bad = [f"{flag} {value}" for flag, value in zip(argv, argv[1:])
+               if flag.startswith("--") and value.lstrip().startswith(("{", "[")) and not _is_json(value)]
+        raise ValueError(f"{bad[0] if bad else 'a flag'}: not a JSON object ({e}); give e.g. "
+                         f"'{{\"key\": 1}}' in single quotes") from None
+    if unknown:
+        parser.error(f"unknown {'flag' if len(unknown) == 1 else 'flags'} {' '.join(unknown)}")
+    for args in parsed:  # refused while parsing: what a LotteryTrainer would ignore or cannot honour
+        if isinstance(args, TrainingArguments):
+            flags.check_training_arguments(args)
+    return tuple(parsed)

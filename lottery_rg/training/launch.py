@@ -5,16 +5,43 @@
   one run (every process would train and write alone).
 * :func:`stop_with_launcher` — with one process, ``accelerate launch`` does not forward SIGTERM to the
   script: the kernel is asked to send it when the launcher dies.
+* :func:`hold_run_lock` — the process of rank 0 holds the run directory's lock, and every process learns whether it
+  got it, so that all stop together; ``examples/run_imp.py`` takes it before it builds data and model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["check_parallelism", "stop_with_launcher"]
+from ..run import RunDir, RunLockedError
+
+__all__ = ["check_parallelism", "stop_with_launcher", "hold_run_lock"]
+
+
+@contextlib.contextmanager
+def hold_run_lock(run: RunDir, args: Any) -> Iterator[RunDir]:
+    """Hold ``run``'s write lock on the process of rank 0 (``args``: the TrainingArguments); every process learns
+    whether it was taken and raises ``RunLockedError`` together. Where this process holds it already
+    (``examples/run_imp.py`` took it before building the trainer), nothing more is taken."""
+    from accelerate.utils import broadcast_object_list
+
+    with contextlib.ExitStack() as held:
+        error = None
+        if args.process_index == 0 and not run.locked_here():
+            try:
+                held.enter_context(run.lock())
+            except RunLockedError as e:
+                error = str(e)
+        if args.world_size > 1:
+            error = broadcast_object_list([error])[0]
+        if error:
+            raise RunLockedError(error)
+        yield run
 
 
 def check_parallelism(args: Any) -> None:

@@ -13,7 +13,6 @@ Trainer checkpoint; level directories appear atomically. The run directory and i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -26,11 +25,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import gather_object
 from torch import nn
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import TrainOutput, set_seed
 
+from ..errors import UsageError
 from ..flow.core import IMPFlow
 from ..hub.push import own_training_args, push_run_tickets
 from ..io import state_from_file
@@ -40,13 +40,14 @@ from ..pruning.checks import nonfinite_tensors
 from ..pruning.masks import Mask, broadcast_mask, check_mask, full_mask, load_mask, mask_digest, surviving
 from ..redact import redact, redact_command, redact_run_info, without_secrets
 from ..report import write_run_summary
-from ..run import LotteryResult, RunDir, RunLockedError, drop_checkpoints_after, last_complete_checkpoint
+from ..run import LotteryResult, RunDir, drop_checkpoints_after, last_complete_checkpoint
 from ..stability import InstabilityResult, linear_mode_connectivity, load_results, second_seed
 from ..version import __version__
 from .arguments import FREE_TRAINING_ARGUMENTS, LotteryArguments
 from .calibration import calibration_batches
 from .divergence import DivergenceGuard, NonFiniteLossError
-from .launch import check_parallelism, stop_with_launcher
+from .flags import check_training_arguments, timm_arguments
+from .launch import check_parallelism, hold_run_lock, stop_with_launcher
 from .level_loss import LevelLoss
 from .rewind import RewindPoint
 from .tracking import log_level, reported_at, route_tracker_files
@@ -86,13 +87,16 @@ class LotteryTrainer(Trainer):
         self.run_info = redact_run_info(run_info)
         self.family = family_of(model)
         self.prunable = self.settings.prunable_parameters(model)  # family default, patterns, preset
+        if args is not None:  # every flag is honoured or refused (lottery_rg.training.flags)
+            check_training_arguments(args, self.family.library)
         # tickets, not Trainer checkpoints, go to the Hub (token and repository are checked now, before training);
         # the Trainer's copy of the arguments holds no token (it is pickled into every checkpoint)
         args, self.push_tickets, self._hub_token = own_training_args(args, timm_model=self.family.library == "timm")
+        # a timm model's label smoothing and activation checkpointing are lottery_rg's (recorded as given)
+        args, self._timm_flags = timm_arguments(args, model) if args is not None and self.family.library == "timm" \
+            else (args, {})
         super().__init__(model=model, args=args, **kwargs)
         check_parallelism(self.args)
-        if self.args.load_best_model_at_end:
-            raise ValueError("--load_best_model_at_end would replace a level's trained weights and break IMP")
         self._is_hf_model = self.family.library == "transformers"
         if not self._is_hf_model:  # timm models take pixel_values and return logits
             self.label_names = ["labels"]
@@ -127,7 +131,8 @@ class LotteryTrainer(Trainer):
         if self._is_hf_model:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         logits = model(inputs["pixel_values"])
-        loss = F.cross_entropy(logits, inputs["labels"])
+        loss = F.cross_entropy(logits, inputs["labels"],
+                               label_smoothing=float(self._timm_flags.get("label_smoothing_factor", 0.0)))
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any],
@@ -177,26 +182,28 @@ class LotteryTrainer(Trainer):
         once). Before any training, the settings are compared with the recorded ones and every completed
         level is verified; the process stops with its launcher (``accelerate launch`` told to stop).
         """
-        foreign = self.run.foreign_content()
-        if foreign:
-            raise ValueError(f"{self.run_dir} holds files that are not a lottery_rg run ({', '.join(foreign[:5])}); "
-                             f"nothing was written there. Choose an empty or new --output_dir")
-        with contextlib.ExitStack() as held:
-            self._hold_run_lock(held)
+        self.run.check_writable()  # a file, read-only storage, a folder of other files: refused before the lock
+        with hold_run_lock(self.run, self.args):  # already held when examples/run_imp.py took it first
             stop_with_launcher()
             return self._run_imp()
 
     def _run_imp(self) -> LotteryResult:
-        la, k = self.lottery_args, self.settings.rewind_steps
-        total_steps = self._steps_per_level = self.training_steps()
-        if k >= total_steps:
-            raise ValueError(f"--rewind_steps {k} is not before the end of training "
-                             f"({total_steps} optimizer steps per level); rewind to an earlier step")
+        la = self.lottery_args
+        total_steps = self._steps_per_level = self._check_steps()
         stability_seed = second_seed(la.stability_seed, self.args.seed) if la.stability_levels else None
-        self._check_or_write_run_config(total_steps)
+        # every check before anything is written: the settings, then every completed level
+        new_config = json.loads(json.dumps(self.run_config(total_steps), default=str))  # compare as it reads back
+        changed = self.run.check_config(new_config)
         done = self.run.verify_completed(self.model, self.settings.rewind_steps)  # before anything builds on them
+        self.accelerator.wait_for_everyone()  # every process has checked before the files change
         if self.is_world_process_zero():
-            self.run.remove_stale_temporaries()  # of writers a kill interrupted
+            if changed:  # no level is complete: the unfinished work of the old settings is discarded
+                removed = self.run.discard_unfinished()
+                logger.warning("no level of %s was complete, so its settings may change (%s); starting over%s",
+                               self.run_dir, changed.split(": ", 1)[-1],
+                               f" (removed {', '.join(p.name for p in removed)})" if removed else "")
+            self.run.record_config(new_config, replace=changed is not None)
+            self.run.remove_stale_temporaries()  # of writers a kill interrupted (the checks have passed)
         self.accelerator.wait_for_everyone()
         self.flow = self._load_or_create_flow()
         result = LotteryResult(self.run_dir)
@@ -225,17 +232,22 @@ class LotteryTrainer(Trainer):
         self.accelerator.wait_for_everyone()
         return result
 
-    def _hold_run_lock(self, held: contextlib.ExitStack) -> None:
-        """Rank 0 takes the run's lock; every rank learns whether it got it (so all stop together)."""
-        error = None
-        if self.is_world_process_zero():
-            try:
-                held.enter_context(self.run.lock())
-            except RunLockedError as e:
-                error = str(e)
-        error = broadcast_object_list([error])[0]
-        if error:
-            raise RunLockedError(error)
+    def _check_steps(self) -> int:
+        """Optimizer steps of one level (T), refused when nothing would train or the rewind point is not before T."""
+        total, k = self.training_steps(), self.settings.rewind_steps
+        if total < 1:
+            n = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else "?"
+            raise UsageError(f"a level would take 0 optimizer steps ({n} training examples, --per_device_train_"
+                             f"batch_size {self.args.per_device_train_batch_size}, --num_train_epochs "
+                             f"{self.args.num_train_epochs}, --max_steps {self.args.max_steps}): train for at least "
+                             f"one step")
+        if k >= total:
+            raise UsageError(f"--rewind_steps {k} is not before the end of training: a level has {total} optimizer "
+                             f"steps (--num_train_epochs {self.args.num_train_epochs} of "
+                             f"{len(self.train_dataset) if hasattr(self.train_dataset, '__len__') else '?'} examples "
+                             f"at --per_device_train_batch_size {self.args.per_device_train_batch_size}); choose "
+                             f"--rewind_steps below {total}, or train longer")
+        return total
 
     # ------------------------------------------------------------------ linear mode connectivity
     def linear_mode_connectivity(self, level: int, *, seed: int | None = None, num_points: int = 11,
@@ -426,7 +438,8 @@ class LotteryTrainer(Trainer):
     def run_config(self, total_steps: int) -> dict:
         """The run's record: model, lottery settings, prunable tensors, data, and every locked setting (every flag
         that changes what a level computes: all but ``FREE_TRAINING_ARGUMENTS``) by the flag that sets it."""
-        training = {k: v for k, v in self.args.to_dict().items() if k not in FREE_TRAINING_ARGUMENTS}
+        training = {k: v for k, v in {**self.args.to_dict(), **self._timm_flags}.items()
+                    if k not in FREE_TRAINING_ARGUMENTS}
         # secret-named flags (--hub_token …) are not settings: the lock leaves them out
         locked = without_secrets({"training": training, "processes": {"world_size": self.args.world_size},
                                   **{k: dict(v) for k, v in (self.run_info.get("arguments") or {}).items()}})
@@ -443,15 +456,6 @@ class LotteryTrainer(Trainer):
                          "learning_rate": self.args.learning_rate, "optim": str(self.args.optim),
                          "train_batch_size": self.args.per_device_train_batch_size * max(1, self.args.world_size)},
         })
-
-    def _check_or_write_run_config(self, total_steps: int) -> None:
-        """The run's settings lock (:meth:`RunDir.check_config`): checked by every process, recorded by one."""
-        new = json.loads(json.dumps(self.run_config(total_steps), default=str))  # compare as it reads back
-        self.run.check_config(new)
-        self.accelerator.wait_for_everyone()  # every process has checked before the file changes
-        if self.is_world_process_zero():
-            self.run.record_config(new)
-        self.accelerator.wait_for_everyone()
 
     def _load_or_create_flow(self) -> IMPFlow:
         """``flow.json``, or a new flow; the flow is derived from the level files (run_imp adds every completed
