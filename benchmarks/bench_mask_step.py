@@ -8,6 +8,8 @@ shuffling seed) with the same optimizer (SGD, momentum 0.9, weight decay 5e-4, l
                      as LotteryTrainer), dense, no mask: the baseline;
 * ``lottery``     – ``LotteryTrainer`` with a 20 %-density global magnitude mask set on its
                      ``MaskCallback``: one fused ``_foreach_mul_`` after every optimizer step;
+* ``lottery_noguard`` – ``lottery`` without the divergence guard's per-step check of the loss
+                     (``DivergenceGuard.add``): the guard's own cost is lottery / lottery_noguard;
 * ``torch_prune`` – the plain Trainer on a model re-parametrised by
                      ``torch.nn.utils.prune.custom_from_mask`` with the same mask (weight =
                      weight_orig * weight_mask recomputed in a forward pre-hook every step).
@@ -53,7 +55,7 @@ from lottery_rg import LotteryArguments, LotteryTrainer  # noqa: E402
 from lottery_rg.models.families import prunable_parameters  # noqa: E402
 from lottery_rg.pruning.masks import MaskEnforcer, apply_mask, magnitude_prune, mask_density  # noqa: E402
 
-VARIANTS = ("plain", "lottery", "torch_prune")
+VARIANTS = ("plain", "lottery", "lottery_noguard", "torch_prune")
 
 
 # ---------------------------------------------------------------------------- data, model, mask
@@ -244,10 +246,12 @@ def build_trainer(variant: str, base_model, mask: dict, data, output_dir: str, a
 
     model = copy.deepcopy(base_model)
     args = training_args(output_dir, a)
-    if variant == "lottery":
+    if variant.startswith("lottery"):
         trainer = LotteryTrainer(model=model, args=args, lottery_args=LotteryArguments(), train_dataset=data)
         trainer.mask = mask
         trainer.mask_callback.set_mask(trainer.model, mask)
+        if variant == "lottery_noguard":  # the same trainer without the per-step loss check
+            trainer.divergence_guard.add = lambda loss: None
     else:
         if variant == "torch_prune":
             modules = dict(model.named_modules())
@@ -289,6 +293,11 @@ def micro_benchmark(base_model, mask: dict, data, a) -> dict[str, float]:
         prune.custom_from_mask(modules[name.rsplit(".", 1)[0]], "weight", m)
     opt = torch.optim.SGD(dense.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     enforcer = MaskEnforcer(dense, mask)
+    loss = F.cross_entropy(dense(x), y).detach()
+
+    def guard_check():  # what DivergenceGuard.add does with each loss on the CPU
+        if not bool(torch.isfinite(loss).all()):
+            raise RuntimeError("not finite")
 
     def fwd_bwd(model):
         model.zero_grad(set_to_none=True)
@@ -301,6 +310,7 @@ def micro_benchmark(base_model, mask: dict, data, a) -> dict[str, float]:
         "forward+backward (torch prune hooks)": lambda: fwd_bwd(reparam),
         "SGD momentum step": opt.step,
         "MaskEnforcer.apply()": enforcer.apply,
+        "divergence check of the loss": guard_check,
     }
     times = {k: [] for k in ops}
     keys = list(ops)
@@ -358,7 +368,7 @@ def main() -> None:
     checks: dict[str, tuple[bool, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.rounds):
-            order = VARIANTS[r % 3:] + VARIANTS[:r % 3]
+            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
             lockstep = Lockstep(len(order))
             timers = [StepTimer(lockstep, i) for i in range(len(order))]
             trainers = [build_trainer(v, base, mask, data, os.path.join(tmp, f"{v}-{r}"), a, t)
@@ -377,7 +387,7 @@ def main() -> None:
             print(f"  round {r + 1:2d} ({'>'.join(order)}): " + ", ".join(line), flush=True)
 
     # sanity: the masked variants really train with their pruned weights at zero
-    for v in ("lottery", "torch_prune"):
+    for v in ("lottery", "lottery_noguard", "torch_prune"):
         if not checks[v][0]:
             raise RuntimeError(f"{v}: pruned weights are not zero after training; the benchmark would be wrong")
     base_nz = check_masked("plain", base, mask)[1]
@@ -386,13 +396,13 @@ def main() -> None:
         return [x / b for x, b in zip(per_round[c][v], per_round[c][ref])]
 
     print()
-    print("| variant     | wall ms/step | wall ratio to plain | CPU ms/step | CPU ratio to plain | page faults/step "
+    print("| variant         | wall ms/step | wall ratio to plain | CPU ms/step | CPU ratio to plain | page faults/step "
           "| non-zero masked weights |")
-    print("|-------------|-------------:|--------------------:|------------:|-------------------:|-----------------:"
+    print("|-----------------|-------------:|--------------------:|------------:|-------------------:|-----------------:"
           "|------------------------:|")
     med = {c: {v: statistics.median(ratios(c, v)) for v in VARIANTS} for c in clocks}
     for v in VARIANTS:
-        print(f"| {v:<11} | {1e3 * statistics.median(per_round['wall'][v]):12.1f} | {med['wall'][v]:19.3f} "
+        print(f"| {v:<15} | {1e3 * statistics.median(per_round['wall'][v]):12.1f} | {med['wall'][v]:19.3f} "
               f"| {1e3 * statistics.median(per_round['cpu'][v]):11.1f} | {med['cpu'][v]:18.3f} "
               f"| {statistics.mean(faults[v]):16.0f} | {100 * checks[v][1]:22.1f}% |")
     print("(ms/step: median over rounds of each run's median step; ratio: median over rounds of the within-round ratio;"
@@ -401,11 +411,13 @@ def main() -> None:
         for c in clocks:
             print(f"  per-round {c:4s} ratio {v}/plain: {', '.join(f'{x:.3f}' for x in ratios(c, v))}")
     lt = {c: statistics.median(ratios(c, "lottery", "torch_prune")) for c in clocks}
+    guard = {c: statistics.median(ratios(c, "lottery", "lottery_noguard")) for c in clocks}
     print()
     verdict = "met" if max(med["wall"]["lottery"], med["cpu"]["lottery"]) <= 1.03 else "MISSED"
     print(f"lottery / plain = {med['wall']['lottery']:.3f} wall, {med['cpu']['lottery']:.3f} CPU (target <= 1.03: "
           f"{verdict}); torch_prune / plain = {med['wall']['torch_prune']:.3f} wall, {med['cpu']['torch_prune']:.3f} "
           f"CPU; lottery / torch_prune = {lt['wall']:.3f} wall, {lt['cpu']:.3f} CPU")
+    print(f"divergence guard: lottery / lottery_noguard = {guard['wall']:.3f} wall, {guard['cpu']:.3f} CPU")
     print(f"pruned weights exactly zero after training: lottery {checks['lottery'][0]}, torch_prune "
           f"{checks['torch_prune'][0]} (initial model: {100 * base_nz:.1f}% non-zero)")
 
@@ -422,6 +434,8 @@ def main() -> None:
           f"be ~{1 + enf / step:.4f}); the prune hooks add "
           f"{100 * (micro['forward+backward (torch prune hooks)'][0] / fb - 1):.1f}% wall / "
           f"{100 * (micro['forward+backward (torch prune hooks)'][1] / fb_cpu - 1):.1f}% CPU to forward+backward")
+    g = micro["divergence check of the loss"][0]
+    print(f"the divergence check of the loss adds {100 * g / step:.3f}% to forward+backward+SGD step")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 

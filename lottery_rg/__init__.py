@@ -11,6 +11,7 @@ The layers, lowest first. A module imports only from its own layer and the layer
 (``tests/test_layers.py`` checks this; ``import_cycles.py --packages`` finds no cycle)::
 
     1  version, errors, io, redact, plotting  version; one-line refusals; atomic files, JSON; secrets out; figures
+    1  evaluate_modules           the tasks' metrics as evaluate modules, loaded by path (package data)
     2  models                     model families (prunable tensors, blocks, stages, configs), one module each
     3  pruning                    masks and magnitude pruning, typed lottery settings, mask enforcement
     4  run                        RunDir: every file of a run, its settings lock and its records

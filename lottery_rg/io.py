@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,7 +23,13 @@ from torch import nn
 
 __all__ = ["check_safetensors", "atomic_path", "atomic_dir", "atomic_files", "atomic_write_text", "json_path",
            "jsonable", "write_json", "read_json", "temporary_of", "save_state", "load_state", "state_from_file",
-           "card_template"]
+           "card_template", "file_sha256", "read_safetensors", "remove_stale_temporaries"]
+
+# the temporary names of the writers below: FILE.tmp<pid> (atomic_path), DIR.partial and DIR.old (atomic_dir),
+# .partial-XXXX (atomic_files); a kill leaves them behind, and only these writers make them
+_STALE_FILE = re.compile(r"^.+\.tmp\d+$")
+_STALE_DIR = re.compile(r"^(.+\.partial|\.partial-.+)$")
+_OLD_DIR = re.compile(r"^(.+)\.old$")
 
 
 @contextlib.contextmanager
@@ -246,3 +253,61 @@ def card_template(name: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"model card template {name} is missing from {folder} (lottery_rg.model_cards)")
     return str(path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex): the digest a level records for its weights; the Hub's LFS oid of the
+    same file is the same number."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """Every tensor of a safetensors file and the SHA-256 of its bytes, from one read of the file."""
+    import hashlib
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no weights file at {path}")
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        return load(data), digest
+    except (SafetensorError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
+    """Remove what an interrupted writer of this module left under ``root`` (``FILE.tmp<pid>``, ``DIR.partial``,
+    ``.partial-XXXX``); a ``DIR.old`` whose ``DIR`` is missing (a kill between :func:`atomic_dir`'s two renames)
+    is renamed back, the previous complete version. Only for a folder no other process writes (a run directory
+    under its lock). Returns what was removed or restored."""
+    root = Path(root)
+    done: list[Path] = []
+    if not root.is_dir():
+        return done
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        for name in files:
+            if _STALE_FILE.match(name):
+                (here / name).unlink(missing_ok=True)
+                done.append(here / name)
+        for name in list(dirs):
+            path = here / name
+            if _STALE_DIR.match(name) or _STALE_FILE.match(name):
+                shutil.rmtree(path, ignore_errors=True)
+            elif (old := _OLD_DIR.match(name)) is not None:
+                target = here / old.group(1)
+                if target.exists():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.replace(path, target)
+            else:
+                continue
+            dirs.remove(name)
+            done.append(path)
+    return done

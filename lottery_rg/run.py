@@ -39,7 +39,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import LotteryError, UsageError
-from .io import atomic_dir, check_safetensors, read_json, save_state, temporary_of, write_json
+from .io import (
+    atomic_dir,
+    check_safetensors,
+    file_sha256,
+    read_json,
+    read_safetensors,
+    remove_stale_temporaries,
+    save_state,
+    temporary_of,
+    write_json,
+)
 from .plotting import markdown_table
 from .redact import without_secrets
 
@@ -161,14 +171,22 @@ class RunDir:
     def metrics(self, n: int) -> Path:
         return self.level(n) / METRICS_FILE
 
-    def write_level(self, n: int, mask: Mapping[str, torch.Tensor], model: nn.Module, record: dict) -> None:
-        """Write level ``n`` (its mask, the trained weights of ``model`` and its record) as one atomic folder."""
+    def write_level(self, n: int, mask: Mapping[str, torch.Tensor], model: nn.Module, record: dict) -> dict:
+        """Write level ``n`` (its mask, the trained weights of ``model`` and its record) as one atomic folder.
+
+        The record gets the SHA-256 of the weights file (``model_sha256``) and of the rewind point the level
+        started from (``rewind_sha256``): a resumed run builds on a level only if both still match. Returns the
+        record as written."""
         from .pruning.masks import save_mask
 
         with atomic_dir(self.level(n)) as tmp:
             save_mask(mask, tmp / MASK_FILE, metadata={"level": n})
             save_state(model, tmp / MODEL_FILE, metadata={"level": n})
+            record = {**record, "model_sha256": file_sha256(tmp / MODEL_FILE)}
+            if self.rewind.is_file():
+                record["rewind_sha256"] = file_sha256(self.rewind)
             write_json(tmp / METRICS_FILE, record)
+        return record
 
     def is_complete(self, n: int) -> bool:
         return self.metrics(n).is_file()
@@ -338,12 +356,17 @@ class RunDir:
 
     # ------------------------------------------------------------------ verification
     def verify_level(self, n: int, model: nn.Module | None = None) -> dict:
-        """Check a completed level before building on it: readable files, shapes that fit ``model``, and the
-        mask digest stored in its record. Returns the record; raises ``ValueError`` naming the damage."""
+        """Check a completed level before building on it: readable files, shapes that fit ``model``, the mask
+        digest and the weights' SHA-256 stored in its record, finite weights, and every pruned position exactly
+        zero. One read of each file. Returns the record; raises ``ValueError`` naming the damage and the fix."""
+        from .pruning.checks import weight_problems
         from .pruning.masks import load_mask, mask_digest
 
-        fix = (f"delete {self.level(n)} to recompute that level from level {n - 1}" if n else
-               f"delete {self.level(n)} to train the dense level again")
+        later = [m for m in self.level_numbers() if m > n]
+        what = f"{self.level(n)}" + (f" and every later level ({', '.join(self.level(m).name for m in later)})"
+                                     if later else "")
+        fix = (f"delete {what} to recompute level {n} from level {n - 1}" if n else
+               f"delete {what} to train the dense level again")
         try:
             record = self.record(n)
             if not isinstance(record, dict) or "density" not in record:
@@ -355,24 +378,48 @@ class RunDir:
             found = check_safetensors(self.model(n))
             if model is not None:
                 _check_fits(self.model(n), found, model.state_dict())
+            state, sha = read_safetensors(self.model(n))
+            if record.get("model_sha256") not in (None, sha):
+                raise ValueError(f"{self.model(n)} is not the file the level wrote: its SHA-256 {sha[:16]}… differs "
+                                 f"from {record['model_sha256'][:16]}… recorded in {self.metrics(n)} (changed since)")
+            problems = weight_problems(state, mask)
+            if problems:
+                raise ValueError(f"{self.model(n)}: " + "; ".join(problems))
         except (ValueError, FileNotFoundError) as e:
             raise ValueError(f"level {n} of {self.root} is damaged: {e}. {fix[0].upper() + fix[1:]}.") from None
         return record
 
-
     def verify_completed(self, model: nn.Module | None = None, rewind_steps: int = 0) -> dict[int, dict]:
-        """Check every completed level (:meth:`verify_level`) and the rewind point the later levels start from;
-        returns the completed levels' records."""
+        """Check every completed level (:meth:`verify_level`) and the rewind point the later levels start from
+        (readable, finite, and the SHA-256 each level recorded for it); returns the completed levels' records."""
+        from .pruning.checks import weight_problems
+
         done = {n: self.verify_level(n, model) for n in self.level_numbers()}
         if done:
             try:
                 check_safetensors(self.rewind)
+                state, sha = read_safetensors(self.rewind)
+                changed = [n for n, r in done.items() if r.get("rewind_sha256") not in (None, sha)]
+                if changed:
+                    raise ValueError(f"its SHA-256 {sha[:16]}… differs from the one recorded with level "
+                                     f"{changed[0]} in {self.metrics(changed[0])} (changed since)")
+                problems = weight_problems(state)
+                if problems:
+                    raise ValueError("; ".join(problems))
                 if rewind_steps > 0:
                     read_json(self.rewind_state)
-            except ValueError as e:
-                raise ValueError(f"the rewind point of {self.root} is damaged: {e}. Delete {self.root} "
+            except (ValueError, FileNotFoundError) as e:
+                raise ValueError(f"the rewind point {self.rewind} of {self.root} is damaged: {e}. Delete {self.root} "
                                  f"(every level depends on it) to start again") from None
         return done
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove what interrupted writers left in the run (``flow.json.tmp<pid>``, ``level_XX.partial`` …);
+        call it holding the run's lock. Returns the paths removed."""
+        removed = remove_stale_temporaries(self.root)
+        for path in removed:
+            logger.info("removed %s (left by an interrupted run)", path)
+        return removed
 
 
 def last_complete_checkpoint(work: str | os.PathLike) -> Path | None:

@@ -660,6 +660,9 @@ def compare_units(ta: EigenvalueTable, tb: EigenvalueTable, labels, *, relation:
         "se_method_b": _se_method(tb), "relation": relation, "paired": pair is not None, "single_run": single,
         "identical": bool(identical.all()) and n > 0,
         "max_mdd": float(np.nanmax(mdd)) if np.isfinite(mdd).any() else float("nan"),
+        # no unit has a standard error on both sides (too few levels in the window): nothing can be tested
+        "no_uncertainty": n > 0 and not bool(identical.all())
+        and not bool((np.isfinite(np.asarray(se_a, float)) & np.isfinite(np.asarray(se_b, float))).any()),
     }
     summary["same"] = summary["all_equivalent"]
     summary["transfer_predicted"] = relation == "transfer" and summary["all_equivalent"]
@@ -680,6 +683,13 @@ def _unit_verdict(s: dict, table: pd.DataFrame, relation: str) -> str:
     diff, eqv, nr = s["differing"], s["equivalent"], s["not_resolved"]
     small = s["significant_within_margin"]
     small_text = (f" ({_fmt_units(small)}: a significant difference smaller than the margin)" if small else "")
+    if s.get("no_uncertainty"):
+        head = ("control vs trained (a trained flow against its untrained control; no transfer prediction): "
+                if relation == "control" else "")
+        return head + ("cannot be judged: no uncertainties — no unit's λ has a standard error on both sides (a "
+                       "single run needs at least 3 level-to-level ratios in the fit window; a pool needs several "
+                       "seeds), so no difference or equivalence can be tested" + (
+                           "" if relation == "control" else "; no transfer is predicted"))
     if s["single_run"] and not s["identical"]:
         tail = ("one seed on at least one side, so nothing is resolved (the within-run bootstrap SE is indicative "
                 "only); run 5 seeds of each configuration and compare the pools")

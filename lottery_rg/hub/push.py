@@ -21,9 +21,11 @@ from pathlib import Path
 from ..io import read_json, write_json
 from ..redact import redact, remember
 from ..run import RunDir
-from .ticket import LotteryTicket
+from ..version import __version__
+from .ticket import LotteryTicket, hub_progress_bars
 
-__all__ = ["own_training_args", "check_push_access", "PushLedger", "push_summary", "push_run_tickets", "LEDGER_NAME"]
+__all__ = ["own_training_args", "check_push_access", "PushLedger", "push_summary", "push_run_tickets", "ticket_source",
+           "LEDGER_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,13 +106,42 @@ class PushLedger:
         entry = self.pushed().get(target)
         return entry is not None and (level is None or entry.get("level") == level)
 
-    def record(self, target: str, level: int, commit: str | None) -> None:
+    def record(self, target: str, level: int, commit: str | None, source: str | None = None) -> None:
         data = self._read()
         repos = data.setdefault("repos", {})
         repos.setdefault(self.repo_id, {})[target] = {
-            "level": int(level), "commit": commit,
+            "level": int(level), "commit": commit, "source": source,
             "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
         write_json(self.path, redact(data))
+
+    def still_there(self, target: str, level: int, source: str, token=None) -> str | None:
+        """The commit URL of an earlier push of the same content (``source``, see :func:`ticket_source`) to
+        ``target``, if that commit is still the head of ``target`` on the Hub; else None (push again)."""
+        from huggingface_hub import HfApi
+
+        entry = self.pushed().get(target) or {}
+        commit = entry.get("commit")
+        if not commit or entry.get("level") != level or entry.get("source") != source:
+            return None
+        try:
+            head = HfApi(token=token).repo_info(self.repo_id, revision=None if target == "main" else target).sha
+        except Exception:  # noqa: BLE001  (cannot tell: push, and let the push say what is wrong)
+            return None
+        return commit if head and str(commit).rstrip("/").endswith(head) else None
+
+
+def ticket_source(run_dir, level: int, branch: str | None) -> str:
+    """A digest of everything a run's ticket of ``level`` is made from: every level's record (with its weights'
+    and mask's digests), the flow, the level's stability records and the lottery_rg version. Two pushes with
+    the same digest would upload the same folder."""
+    import hashlib
+
+    run = RunDir(run_dir)
+    h = hashlib.sha256(f"{__version__}|{level}|{branch}".encode())
+    for path in [run.metrics(n) for n in run.level_numbers()] + [run.flow] + sorted(run.stability(level).glob("*")):
+        if path.is_file():
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def push_summary(ledger: PushLedger, failed: list[str]) -> str:
@@ -126,14 +157,16 @@ def push_summary(ledger: PushLedger, failed: list[str]) -> str:
 def push_run_tickets(run_dir: str | os.PathLike, repo_id: str, level: int | None = None, branch: str | None = None, *,
                      every_level: bool = False, token: str | None = None, private: bool | None = None,
                      commit_message: str | None = None, tokenizer=None, failures: list[str] | None = None,
-                     raise_errors: bool = False) -> str | None:
+                     raise_errors: bool = False, progress: bool = True) -> str | None:
     """Push a level's ticket of a run (default: the sparsest within one accuracy point of dense) to ``repo_id``.
 
     Pushes are recorded in ``RUN/hub_pushes.json``. The final push of a run (no ``level``, no ``branch``) with
     ``every_level`` first pushes every level branch (``level-XX``) not yet on the Hub, so a resumed run catches
     up on whatever failed before. A failed push is logged and its target added to ``failures`` (a success
     removes it), training results stay intact, and the final push logs what was and was not pushed;
-    ``raise_errors=True`` raises instead. Returns the URL of the last push.
+    ``raise_errors=True`` raises instead. A target whose last push (recorded in the ledger) is still its head
+    on the Hub and was made from the same run content is not pushed again. ``progress=False`` keeps the Hub's
+    progress bars off. Returns the URL of the last push.
     """
     failures = [] if failures is None else failures
     ledger = PushLedger(run_dir, repo_id)
@@ -148,7 +181,17 @@ def push_run_tickets(run_dir: str | os.PathLike, repo_id: str, level: int | None
         target = br or "main"
         try:
             ticket = LotteryTicket.from_run(run_dir, lv, tokenizer=tokenizer)
-            url = ticket.push_to_hub(repo_id, branch=br, token=token, private=private, commit_message=commit_message)
+            source = ticket_source(run_dir, ticket.level, br)
+            same = ledger.still_there(target, ticket.level, source, token=token)
+            if same:
+                url = same
+                failures[:] = [t for t in failures if t != target]
+                logger.info("the level-%d ticket is already on %s@%s (%s): nothing changed, not pushed again",
+                            ticket.level, repo_id, target, same)
+                continue
+            with hub_progress_bars(progress):
+                url = ticket.push_to_hub(repo_id, branch=br, token=token, private=private,
+                                         commit_message=commit_message)
         except Exception as e:  # noqa: BLE001  (a network or Hub error must not cost the training results)
             if raise_errors:
                 raise
@@ -157,7 +200,7 @@ def push_run_tickets(run_dir: str | os.PathLike, repo_id: str, level: int | None
                            f"{repo_id}@{target}", type(e).__name__, e)
             failures.append(target)
             continue
-        ledger.record(target, ticket.level, url)
+        ledger.record(target, ticket.level, url, source)
         failures[:] = [t for t in failures if t != target]
         logger.info("pushed the level-%d ticket to %s%s", ticket.level, repo_id, f" (branch {br})" if br else "")
     if final:

@@ -18,8 +18,10 @@ only safetensors and JSON are ever read, and ``config.json`` is checked against 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from ..flow.plots import write_plots
 from ..io import atomic_files, load_state, read_json, save_state, state_from_file, write_json  # errors name files
 from ..models.families import ModelFamily, family_of, get_family
 from ..pruning.callbacks import MaskCallback, keep_masked
+from ..pruning.checks import check_weights as check_state
 from ..pruning.masks import Mask, MaskEnforcer, check_mask, load_mask, mask_density, save_mask, surviving
 from ..pruning.settings import LotterySettings
 from ..redact import redact_run_info
@@ -42,7 +45,7 @@ from ..version import __version__
 from .cards import TICKET_TAGS, ticket_card
 from .schema import FORMAT_VERSION, check_prunable, check_tokenizer_config, ticket_architecture, validate_ticket_config
 
-__all__ = ["LotteryTicket", "TICKET_TAGS", "WEIGHTS"]
+__all__ = ["LotteryTicket", "TICKET_TAGS", "WEIGHTS", "hub_progress_bars"]
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 _ALLOWED = ["*.json", "*.safetensors", "*.md", "*.png", "*.csv", "*.txt"]
 WEIGHTS = ("rewind", "trained")
@@ -129,12 +132,14 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, level: int | None = None, *, max_drop: float = 0.01,
                  metric: str = "eval_accuracy", include_trained: bool = True, weights: str = "rewind",
-                 tokenizer: Any = None) -> LotteryTicket:
+                 tokenizer: Any = None, check_weights: bool = True) -> LotteryTicket:
         """The ticket of ``level`` of a LotteryTrainer run; by default the sparsest level whose ``metric``
         is within ``max_drop`` of the dense level's (the last level if no metric was recorded).
 
         The ticket carries the level's trained weights (``include_trained=False`` leaves them out) and the
-        run's tokenizer (``RUN/tokenizer``) when there is one; ``weights`` says what ``model`` holds."""
+        run's tokenizer (``RUN/tokenizer``) when there is one; ``weights`` says what ``model`` holds.
+        ``check_weights``: refuse weights with NaN/inf values or pruned positions that are not zero (see
+        :meth:`from_folder`)."""
         run = RunDir(run_dir)
         cfg = run.read_config()
         records = run.records()
@@ -150,8 +155,12 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         model = get_family(cfg["model"]["family"]).build(cfg["model"])
         load_state(model, run.rewind)
         mask = load_mask(run.mask(level), model, device=_device_of(model))
+        if check_weights:
+            _check_loaded(model.state_dict(), None, run.rewind)  # θ_k is dense: the mask is applied next
         MaskEnforcer(model, mask).apply()
         trained = state_from_file(run.model(level)) if include_trained or weights == "trained" else None
+        if trained is not None and check_weights:
+            _check_loaded(trained, mask, run.model(level))
         rewind_state = None
         if weights == "trained":
             rewind_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -282,34 +291,42 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
                         token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
                         local_files_only: bool = False,
                         revision: str | None = None, weights: str = "rewind", include_trained: bool = True,
-                        **model_kwargs) -> LotteryTicket:
+                        check_weights: bool = True, **model_kwargs) -> LotteryTicket:
         """A ticket from a local folder or a Hub repository (``ModelHubMixin.from_pretrained``'s arguments).
 
         ``weights``: what ``ticket.model`` holds — ``"rewind"`` (θ_k ⊙ m, to retrain; the default, which
         elastic transfer and retraining expect) or ``"trained"`` (the weights the card's metrics describe).
         Unlike the mixin's own version, no key of ``config.json`` ever becomes a constructor argument: the
         folder's ``config.json`` is validated against the ticket schema and read by :meth:`from_folder` only.
+        Weights with NaN/inf values or pruned positions that are not zero are refused, naming the tensor;
+        ``check_weights=False`` loads them anyway (pruned positions are then zeroed, NaN stays NaN).
+        A load from the local cache prints nothing; a real download shows the Hub's progress bars.
         """
         if model_kwargs:
             raise TypeError(f"LotteryTicket.from_pretrained got unexpected arguments {sorted(model_kwargs)}")
         return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), revision=revision,
                                     cache_dir=cache_dir, force_download=force_download,
                                     local_files_only=local_files_only, token=token, weights=weights,
-                                    include_trained=include_trained)
+                                    include_trained=include_trained, check_weights=check_weights)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool,
                          local_files_only: bool, token, weights: str = "rewind", include_trained: bool = True,
-                         **kwargs) -> LotteryTicket:
+                         check_weights: bool = True, **kwargs) -> LotteryTicket:
         folder = _fetch(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
                         local_files_only=local_files_only, token=token)
-        return cls.from_folder(folder, include_trained=include_trained, weights=weights)
+        return cls.from_folder(folder, include_trained=include_trained, weights=weights, check_weights=check_weights)
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, include_trained: bool = True,
-                    weights: str = "rewind") -> LotteryTicket:
+                    weights: str = "rewind", check_weights: bool = True) -> LotteryTicket:
         """A ticket from a local folder. ``weights``: what ``model`` holds, ``"rewind"`` (θ_k ⊙ m, to retrain;
-        the default) or ``"trained"`` (θ_T ⊙ m, what the card's metrics describe)."""
+        the default) or ``"trained"`` (θ_T ⊙ m, what the card's metrics describe).
+
+        ``check_weights`` (default): refuse weights holding NaN or infinite values, or a value other than zero
+        where the mask prunes, naming the file and the tensors; such weights would be retrained or used as if
+        they were the ticket. ``check_weights=False`` loads them as they are (pruned positions are then set to
+        zero by the mask; NaN stays NaN), for people who know why."""
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
         folder = Path(folder)
@@ -342,7 +359,11 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
         if trained_file is not None and (include_trained or weights == "trained"):
             load_state(model, trained_file)  # checked against the model like the rewind weights
             trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if check_weights:
+                _check_loaded(trained, mask, trained_file)
         load_state(model, rewind_file)
+        if check_weights:
+            _check_loaded(model.state_dict(), mask, rewind_file)
         if weights == "trained":
             rewind_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             _load_into(model, trained)
@@ -367,6 +388,12 @@ def _load_into(model: nn.Module, state: dict) -> None:
         raise ValueError(f"weights do not fit {type(model).__name__}: unexpected {sorted(unexpected)[:5]}")
 
 
+def _check_loaded(state: dict, mask: Mask | None, path: Path) -> None:
+    """Refuse a ticket's weights with NaN/inf values or (with ``mask``) pruned positions that are not zero."""
+    check_state(state, mask, str(path), "These weights cannot be used as a ticket; load them with "
+                "check_weights=False only if you know why")
+
+
 def _load_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
@@ -387,16 +414,40 @@ def _refuse_pickles(folder: Path) -> None:
                          f"safetensors and JSON only and will not unpickle them")
 
 
+@contextlib.contextmanager
+def hub_progress_bars(show: bool) -> Iterator[None]:
+    """``huggingface_hub``'s progress bars off inside (``show=False``), as they were afterwards; ``show=True``
+    leaves them as the user set them (``HF_HUB_DISABLE_PROGRESS_BARS``, ``disable_progress_bars()``)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    if show or are_progress_bars_disabled():
+        yield
+        return
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        enable_progress_bars()
+
+
 def _fetch(model_id: str, *, revision=None, cache_dir=None, force_download=False, local_files_only=False,
            token=None) -> Path:
-    """A local folder as is; a Hub repo through ``snapshot_download`` (safetensors/JSON/cards only)."""
+    """A local folder as is; a Hub repo through ``snapshot_download`` (safetensors/JSON/cards only). Progress
+    bars only when something is downloaded: a dry run first asks whether every file is in the cache."""
     if os.path.isdir(model_id):
         return Path(model_id)
     from huggingface_hub import HfApi, snapshot_download
 
-    folder = Path(snapshot_download(model_id, revision=revision, cache_dir=cache_dir, token=token,
-                                    force_download=force_download, local_files_only=local_files_only,
-                                    allow_patterns=_ALLOWED))
+    kwargs = dict(revision=revision, cache_dir=cache_dir, token=token, force_download=force_download,
+                  local_files_only=local_files_only, allow_patterns=_ALLOWED)
+    try:  # a dry run cannot run offline (local_files_only, HF_HUB_OFFLINE, Hub down): then nothing downloads
+        with hub_progress_bars(False):
+            cached = local_files_only or not any(f.will_download for f in
+                                                 snapshot_download(model_id, dry_run=True, **kwargs))
+    except Exception:  # noqa: BLE001  (the real call below reads the cache or says what is wrong)
+        cached = True
+    with hub_progress_bars(not cached):
+        folder = Path(snapshot_download(model_id, **kwargs))
     if not (folder / "model.safetensors").is_file():
         files = HfApi(token=token).list_repo_files(model_id, revision=revision)
         pickles = [f for f in files if f.endswith(_PICKLE_SUFFIXES)]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .base import TaskSetup, truncate_splits
+from .metrics import ImageMetrics
 
 __all__ = ["embedded_digits", "load_image_datasets", "ImageTransform", "accuracy_metrics", "load_image_splits",
            "prepare_data_for_model", "prepare_image_task", "sync_batchnorm", "wants_sync_bn"]
@@ -119,10 +120,9 @@ class ImageTransform:
 
 
 def accuracy_metrics(eval_pred) -> dict:
-    """Top-1 accuracy (a fraction) for ``Trainer(compute_metrics=...)``."""
-    logits, labels = eval_pred
-    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+    """Top-1 accuracy (a fraction) for ``Trainer(compute_metrics=...)``, through the ``evaluate`` module shipped
+    with lottery_rg (:class:`lottery_rg.tasks.metrics.ImageMetrics`)."""
+    return ImageMetrics()(eval_pred)
 
 
 def load_image_splits(data_args):
@@ -184,7 +184,7 @@ def prepare_image_task(model_args, data_args, seed: int = 42) -> TaskSetup:
     if collator is not None:  # augmentation draws differ between the two paths: a run must not mix them
         info["data_path"] = "tensor"
     return TaskSetup("image-classification", model, train, test, data_collator=collator,
-                     compute_metrics=accuracy_metrics, info=info)
+                     compute_metrics=ImageMetrics(getattr(data_args, "metric_name", None)), info=info)
 
 
 def wants_sync_bn(*arguments) -> bool:

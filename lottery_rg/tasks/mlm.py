@@ -79,9 +79,9 @@ def prepare_mlm_task(model_args: ModelArguments, data_args: DataArguments, seed:
     """Tokenizer, model and tokenized data for masked-language modelling, validated before any work."""
     from transformers import set_seed
 
+    from .metrics import MLMMetrics
     from .text import (
         check_mlm_compatibility,
-        compute_mlm_metrics,
         load_text_datasets,
         prepare_mlm_datasets,
         preprocess_logits_for_metrics,
@@ -110,6 +110,6 @@ def prepare_mlm_task(model_args: ModelArguments, data_args: DataArguments, seed:
     return TaskSetup(
         "fill-mask", model, dsd["train"], eval_set,
         data_collator=MLMCollator(tokenizer, data_args.mlm_probability),
-        compute_metrics=compute_mlm_metrics,
+        compute_metrics=MLMMetrics(getattr(data_args, "metric_name", None)),
         preprocess_logits_for_metrics=preprocess_logits_for_metrics, processing_class=tokenizer, info=info,
     )

@@ -674,11 +674,9 @@ def compute_mlm_metrics(eval_pred) -> dict[str, float]:
 
     Expects predictions already reduced to ids by :func:`preprocess_logits_for_metrics`.
     """
-    predictions, labels = eval_pred[0], eval_pred[1]
-    if isinstance(predictions, (tuple, list)):
-        predictions = predictions[0]
-    accuracy, count = masked_token_accuracy(predictions, labels)
-    return {"accuracy": accuracy, "masked_tokens": float(count)}
+    from .metrics import MLMMetrics
+
+    return MLMMetrics()(eval_pred)  # the masked-token accuracy module shipped with lottery_rg, through evaluate
 
 
 def majority_token_accuracy(dataset, tokenizer=None) -> float:

@@ -157,6 +157,9 @@ class DataArguments:
                 "so runs with different seeds, depths or methods are trained and scored on the same split."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation set."})
+    metric_name: str | None = field(default=None, metadata={
+        "help": "An extra evaluation metric: any evaluate metric by Hub name (e.g. 'f1') or local path, computed on "
+                "the predicted and true class ids (images) or masked tokens (fill-mask), beside accuracy."})
 
     def __post_init__(self):
         check_field_types(self)

@@ -36,6 +36,7 @@ from ..hub.push import own_training_args, push_run_tickets
 from ..io import state_from_file
 from ..models.families import family_of
 from ..pruning.callbacks import MaskCallback
+from ..pruning.checks import nonfinite_tensors
 from ..pruning.masks import Mask, broadcast_mask, check_mask, full_mask, load_mask, mask_digest, surviving
 from ..redact import redact, redact_command, redact_run_info, without_secrets
 from ..report import write_run_summary
@@ -44,12 +45,13 @@ from ..stability import InstabilityResult, linear_mode_connectivity, load_result
 from ..version import __version__
 from .arguments import FREE_TRAINING_ARGUMENTS, LotteryArguments
 from .calibration import calibration_batches
+from .divergence import DivergenceGuard, NonFiniteLossError
 from .flags import check_training_arguments, timm_arguments
 from .launch import check_parallelism, hold_run_lock, stop_with_launcher
 from .level_loss import LevelLoss
 from .precision import channels_last_batch, choose_precision, to_channels_last
 from .rewind import RewindPoint
-from .tracking import log_level, route_tracker_files
+from .tracking import log_level, reported_at, route_tracker_files
 
 __all__ = ["LotteryTrainer"]
 
@@ -120,10 +122,14 @@ class LotteryTrainer(Trainer):
         self.add_callback(self.rewind_point)
         self.level_loss = LevelLoss(self)  # the whole level's training loss, across interruptions
         self.add_callback(self.level_loss)
+        self.divergence_guard = DivergenceGuard(self)  # a non-finite loss stops the level at once
+        self.add_callback(self.divergence_guard)
         self.run = RunDir(self.args.output_dir)  # levels point args.output_dir at their checkpoints
         route_tracker_files(self, self.run_dir)
         self.current_level: int | None = None
         self._lr_offset = 0
+        self._steps_per_level = 0  # T, once run_imp knows it
+        self._tracker_offset = 0  # level n's steps reach the trackers at n·T + step (see log)
         self.flow = None
         self.push_failures: list[str] = []  # Hub targets whose push failed (a re-run pushes them)
         self.level_log_history: dict[int, list] = {}  # each level's log_history (the Trainer keeps the last one)
@@ -141,14 +147,19 @@ class LotteryTrainer(Trainer):
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any],
                       num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
-        """``Trainer.training_step``; the level's loss account gets the loss (summed on the device, no host sync)."""
+        """``Trainer.training_step``; the level's loss account gets the loss (summed on the device, no host sync),
+        and a non-finite loss stops the level (:class:`~lottery_rg.training.divergence.DivergenceGuard`)."""
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.level_loss.add(loss)
+        self.divergence_guard.add(loss)
         return loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
-        """``Trainer.log`` with secrets redacted from every text value (TensorBoard text, ``log_history``)."""
-        return super().log(redact(logs), *args, **kwargs)
+        """``Trainer.log`` with secrets redacted from every text value (TensorBoard text, ``log_history``). The
+        trackers see level n's step s at the level step n·T + s (T: optimizer steps of one level), so the levels'
+        curves follow each other; ``log_history`` keeps the Trainer's own step."""
+        with reported_at(self, self.state.global_step + self._tracker_offset):
+            return super().log(redact(logs), *args, **kwargs)
 
     def evaluate(self, *args, **kwargs) -> dict:
         """``Trainer.evaluate``, plus the family's derived metrics (a masked-LM's perplexity)."""
@@ -188,7 +199,7 @@ class LotteryTrainer(Trainer):
 
     def _run_imp(self) -> LotteryResult:
         la = self.lottery_args
-        total_steps = self._check_steps()
+        total_steps = self._steps_per_level = self._check_steps()
         stability_seed = second_seed(la.stability_seed, self.args.seed) if la.stability_levels else None
         # every check before anything is written: the settings, then every completed level
         new_config = json.loads(json.dumps(self.run_config(total_steps), default=str))  # compare as it reads back
@@ -202,6 +213,7 @@ class LotteryTrainer(Trainer):
                                self.run_dir, changed.split(": ", 1)[-1],
                                f" (removed {', '.join(p.name for p in removed)})" if removed else "")
             self.run.record_config(new_config, replace=changed is not None)
+            self.run.remove_stale_temporaries()  # of writers a kill interrupted (the checks have passed)
             logger.info("%s", self.precision.describe())  # the choice --fast made, once every check has passed
         self.accelerator.wait_for_everyone()
         self.flow = self._load_or_create_flow()
@@ -295,7 +307,13 @@ class LotteryTrainer(Trainer):
                                 every_level=self.lottery_args.push_levels, token=token or self._hub_token,
                                 private=self.args.hub_private_repo if private is None else private,
                                 commit_message=commit_message, tokenizer=self._tokenizer(),
-                                failures=self.push_failures, raise_errors=raise_errors)
+                                failures=self.push_failures, raise_errors=raise_errors,
+                                progress=self._hub_progress())
+
+    def _hub_progress(self) -> bool:
+        """The Hub's progress bars follow the Trainer's: shown unless ``--disable_tqdm``, and only at log level
+        INFO or more verbose (``--log_level info``; the scripts keep WARNING, so a push prints no bars there)."""
+        return not self.args.disable_tqdm and self.args.get_process_log_level() <= logging.INFO
 
     def _tokenizer(self):
         """The tokenizer (``processing_class``) the run trains with, if it can be saved; else None."""
@@ -322,8 +340,17 @@ class LotteryTrainer(Trainer):
         if self.is_world_process_zero():
             logger.info("level %d/%d: training at density %.2f%%", level, la.levels, 100 * density)
         work = run.checkpoints(f"level_{level:02d}")
-        train_output = self._train_from_start(mask, work, rewound=level > 0, seed=self.args.seed,
-                                              what=f"level {level}")
+        self._tracker_offset = level * self._steps_per_level
+        try:
+            train_output = self._train_from_start(mask, work, rewound=level > 0, seed=self.args.seed,
+                                                  what=f"level {level}")
+        except NonFiniteLossError:
+            self._tracker_offset = 0
+            if level == 0 and self.settings.rewind_steps and self.is_world_process_zero():
+                # θ_k of a level 0 that diverged: the next attempt saves it again
+                for path in (run.rewind, run.rewind_state):
+                    path.unlink(missing_ok=True)
+            raise
         metrics = {"train_loss": train_output.training_loss, "train_steps": train_output.global_step,
                    "train_runtime": train_output.metrics.get("train_runtime")}
         if self.eval_dataset is not None:
@@ -338,7 +365,7 @@ class LotteryTrainer(Trainer):
             "surviving": counts, "total": total,
         }
         if self.is_world_process_zero():
-            run.write_level(level, mask, self.model, record)
+            record = run.write_level(level, mask, self.model, record)  # with the weights' digests
             if self.flow is not None:
                 self.flow.add_level(level, counts, metrics)  # counts: one host transfer, already made
                 self.flow.save(run.flow)
@@ -353,6 +380,7 @@ class LotteryTrainer(Trainer):
             self.run.save_tokenizer(self._tokenizer())  # tickets made from the run later carry it
         history = list(self.state.log_history)
         self.level_log_history[level] = history + [log_level(self, record)]  # the level, for the trackers
+        self._tracker_offset = 0
         return record
 
     def _train_from_start(self, mask: Mask, work: Path, *, rewound: bool, seed: int, what: str):
@@ -384,9 +412,18 @@ class LotteryTrainer(Trainer):
         # the level's own loss account (training_step adds, checkpoints carry it): a resumed level reports the
         # loss of the whole level
         self.level_loss.begin(last, level_start=self._lr_offset)
+        self.divergence_guard.begin(what)
         try:
             out = self.train(resume_from_checkpoint=resume)
             loss = self.level_loss.mean(self.state)
+            bad = nonfinite_tensors(self.model.state_dict())  # one pass: a loss can stay finite while a buffer
+            if bad:  # (BatchNorm statistics…) is not
+                raise NonFiniteLossError(self.divergence_guard.nonfinite_weights_message(bad))
+        except NonFiniteLossError as e:
+            if self.is_world_process_zero():
+                shutil.rmtree(work, ignore_errors=True)  # its checkpoints hold the diverging weights
+            raise NonFiniteLossError(f"{e}. Nothing of {what} was recorded, and its checkpoints (which hold the "
+                                     f"diverging weights) were removed from {work}") from None
         finally:
             self.level_loss.stop()
             self.args.output_dir = str(root)

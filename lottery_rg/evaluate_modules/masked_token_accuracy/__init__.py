@@ -1,0 +1,1 @@
+"""An evaluate module: evaluate.load(<this folder>) runs the script named like the folder."""
