@@ -589,3 +589,20 @@ def test_a_stability_table_is_read_on_read_only_storage(run_imp, tmp_path):
     stability = under_read_only("-m", "lottery_rg", "stability", str(run))
     assert stability.returncode == 0 and "instability" in stability.stdout.lower(), stability
     assert tree(run) == before
+
+
+# ------------------------------------------------------------------------------- the shipped configs
+CONFIGS = sorted((ROOT / "examples" / "configs").glob("*.json"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_config_parses(run_imp, run_elastic, tmp_path, config):
+    """The configs the docs tell users to run are accepted as they are (a flag removed from the code fails here)."""
+    argv = [str(config), "--output_dir", str(tmp_path / "run")]
+    if "source" in json.loads(config.read_text()):  # an elastic experiment
+        parsed = run_elastic.parse_args((run_elastic.ElasticArguments, DataArguments, LotteryArguments,
+                                         run_elastic.TrainingArguments), argv)
+    else:
+        parsed = run_imp.parse_args(argv)
+    assert parsed[-1].output_dir == str(tmp_path / "run")
+    assert not any(tmp_path.iterdir()), "parsing writes nothing"

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,25 +30,24 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import TrainOutput, set_seed
 
 from ..errors import UsageError
-from ..flow.core import IMPFlow
 from ..hub.push import own_training_args, push_run_tickets
 from ..io import state_from_file
 from ..models.families import family_of
 from ..pruning.callbacks import MaskCallback
 from ..pruning.checks import nonfinite_tensors
 from ..pruning.masks import Mask, broadcast_mask, check_mask, full_mask, load_mask, mask_digest, surviving
-from ..redact import redact, redact_command, redact_run_info, without_secrets
+from ..redact import redact, redact_run_info
 from ..report import write_run_summary
 from ..run import LotteryResult, RunDir, drop_checkpoints_after, last_complete_checkpoint
 from ..stability import InstabilityResult, linear_mode_connectivity, load_results, second_seed
-from ..version import __version__
-from .arguments import FREE_TRAINING_ARGUMENTS, LotteryArguments
+from .arguments import LotteryArguments
 from .calibration import calibration_batches
 from .divergence import DivergenceGuard, NonFiniteLossError
 from .flags import check_training_arguments, timm_arguments
 from .launch import check_parallelism, hold_run_lock, stop_with_launcher
 from .level_loss import LevelLoss
 from .precision import channels_last_batch, choose_precision, to_channels_last
+from .record import hub_progress, load_or_create_flow, run_record
 from .rewind import RewindPoint
 from .tracking import log_level, reported_at, route_tracker_files
 
@@ -98,7 +96,7 @@ class LotteryTrainer(Trainer):
         # the Trainer's copy of the arguments holds no token (it is pickled into every checkpoint)
         args, self.push_tickets, self._hub_token = own_training_args(args, timm_model=self.family.library == "timm")
         # a timm model's label smoothing and activation checkpointing are lottery_rg's (recorded as given)
-        args, self._timm_flags = timm_arguments(args, model) if args is not None and self.family.library == "timm" \
+        args, self.timm_flags = timm_arguments(args, model) if args is not None and self.family.library == "timm" \
             else (args, {})
         # bf16 / channels-last (--fast, --channels_last): chosen, and the model laid out, before the Trainer sees it
         args, self.precision = choose_precision(args, model, fast=fast, channels_last=channels_last)
@@ -142,7 +140,7 @@ class LotteryTrainer(Trainer):
         pixels = inputs["pixel_values"]
         logits = model(channels_last_batch(pixels) if self.precision.channels_last else pixels)
         loss = F.cross_entropy(logits, inputs["labels"],
-                               label_smoothing=float(self._timm_flags.get("label_smoothing_factor", 0.0)))
+                               label_smoothing=float(self.timm_flags.get("label_smoothing_factor", 0.0)))
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any],
@@ -216,7 +214,7 @@ class LotteryTrainer(Trainer):
             self.run.remove_stale_temporaries()  # of writers a kill interrupted (the checks have passed)
             logger.info("%s", self.precision.describe())  # the choice --fast made, once every check has passed
         self.accelerator.wait_for_everyone()
-        self.flow = self._load_or_create_flow()
+        self.flow = load_or_create_flow(self.run.flow, self.model, self.prunable, self.settings)
         result = LotteryResult(self.run_dir)
         for level in range(la.levels + 1):
             if level in done:
@@ -308,12 +306,7 @@ class LotteryTrainer(Trainer):
                                 private=self.args.hub_private_repo if private is None else private,
                                 commit_message=commit_message, tokenizer=self._tokenizer(),
                                 failures=self.push_failures, raise_errors=raise_errors,
-                                progress=self._hub_progress())
-
-    def _hub_progress(self) -> bool:
-        """The Hub's progress bars follow the Trainer's: shown unless ``--disable_tqdm``, and only at log level
-        INFO or more verbose (``--log_level info``; the scripts keep WARNING, so a push prints no bars there)."""
-        return not self.args.disable_tqdm and self.args.get_process_log_level() <= logging.INFO
+                                progress=hub_progress(self.args))
 
     def _tokenizer(self):
         """The tokenizer (``processing_class``) the run trains with, if it can be saved; else None."""
@@ -447,37 +440,5 @@ class LotteryTrainer(Trainer):
 
     # ------------------------------------------------------------------ run bookkeeping
     def run_config(self, total_steps: int) -> dict:
-        """The run's record: model, lottery settings, prunable tensors, data, and every locked setting (every flag
-        that changes what a level computes: all but ``FREE_TRAINING_ARGUMENTS``) by the flag that sets it."""
-        training = {k: v for k, v in {**self.args.to_dict(), **self._timm_flags}.items()
-                    if k not in FREE_TRAINING_ARGUMENTS}
-        # secret-named flags (--hub_token …) are not settings: the lock leaves them out
-        locked = without_secrets({"training": training, "processes": {"world_size": self.args.world_size},
-                                  "precision": self.precision.locked(),  # channels-last (bf16 is in training)
-                                  **{k: dict(v) for k, v in (self.run_info.get("arguments") or {}).items()}})
-        return redact({
-            "lottery_rg_version": __version__,
-            "model": {"family": self.family.name, **self.family.architecture(self.model)},
-            "lottery": self.settings.to_dict(),
-            "levels": self.lottery_args.levels,
-            "prunable": self.prunable,
-            "info": {k: v for k, v in self.run_info.items() if k != "arguments"},
-            "settings": locked,
-            "precision": self.precision.to_dict(),  # what --fast chose and why (bf16 and layout are locked)
-            "command": self.run_info.get("command") or redact_command(["python", *sys.argv]),
-            "training": {"steps_per_level": total_steps, "seed": self.args.seed,
-                         "learning_rate": self.args.learning_rate, "optim": str(self.args.optim),
-                         "train_batch_size": self.args.per_device_train_batch_size * max(1, self.args.world_size)},
-        })
-
-    def _load_or_create_flow(self) -> IMPFlow:
-        """``flow.json``, or a new flow; the flow is derived from the level files (run_imp adds every completed
-        level it lacks), so an unreadable ``flow.json`` is rebuilt rather than fatal."""
-        if self.run.flow.is_file():
-            try:
-                return IMPFlow.load(self.run.flow)
-            except ValueError as e:
-                logger.warning("%s; rebuilding the flow from the completed levels", e)
-        return IMPFlow.from_model(self.model, self.prunable, schedule=self.settings.schedule_dict())
-
-
+        """The run's record (``lottery_config.json``): see :func:`lottery_rg.training.record.run_record`."""
+        return run_record(self, total_steps)
