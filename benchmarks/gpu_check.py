@@ -367,10 +367,17 @@ def check_fast_switches(a) -> dict:
 
         targs = TrainingArguments(output_dir=tmp, use_cpu=a.device == "cpu", report_to="none")
         _, choice = choose_precision(targs, timm.create_model("resnet20_cifar"), fast="auto")
-    results = [bfs.measure(model, size, batch=s.fast_batch, cycles=s.fast_cycles, warmup=s.fast_warmup,
-                           device=a.device) for model in ("resnet20_cifar", "resnet18") for size in s.fast_sizes]
-    return {"native_bf16": native, "why": why, "fast_auto_choice": choice.to_dict(), "table": bfs.table(results),
-            "results": results, "passed": True}
+    results, diverged = [], []
+    for model in ("resnet20_cifar", "resnet18"):
+        for size in s.fast_sizes:
+            try:
+                results.append(bfs.measure(model, size, batch=s.fast_batch, cycles=s.fast_cycles,
+                                           warmup=s.fast_warmup, device=a.device))
+            except bfs.Diverged as e:  # a finding, not a crash: the report names the variant and its losses
+                diverged.append({"model": model, "image_size": size, "error": str(e)})
+    return {"native_bf16": native, "why": why, "fast_auto_choice": choice.to_dict(),
+            "table": bfs.table(results) if results else "", "results": results, "diverged": diverged,
+            "passed": not diverged}
 
 
 # ---------------------------------------------------------------------------- sizes, report
@@ -453,6 +460,8 @@ def markdown(report: dict) -> str:
     if "table" in report["checks"].get("fast_switches", {}).get("result", {}):
         lines += ["", "One training step, ms (ratio to fp32), variants side by side:", "",
                   report["checks"]["fast_switches"]["result"]["table"]]
+    for d in report["checks"].get("fast_switches", {}).get("result", {}).get("diverged", []):
+        lines.append(f"- **diverged**: {d['model']} at {d['image_size']} px: {d['error']}")
     lines += ["", f"overall: **{'PASS' if report['passed'] else 'FAIL'}**, {report['seconds']:.0f} s"]
     return "\n".join(lines) + "\n"
 
