@@ -126,6 +126,16 @@ def precision_refusal(args: Any) -> str | None:
     return None
 
 
+_SWITCHES_REFUSED = {  # on/off flags a LotteryTrainer cannot honour, and why
+    "load_best_model_at_end": "--load_best_model_at_end would replace a level's trained weights by an earlier "
+                              "checkpoint's and break IMP; drop it",
+    "auto_find_batch_size": "--auto_find_batch_size would shrink the batch on running out of memory, so levels could "
+                            "train with different batches; choose --per_device_train_batch_size yourself",
+    "save_only_model": "--save_only_model writes checkpoints without optimizer and schedule: an interrupted level "
+                       "could not resume exactly; drop it (finished levels hold only the model anyway)",
+}
+
+
 def _value(x: Any) -> Any:
     """An enum flag as the user typed it (``HubStrategy.CHECKPOINT`` -> ``checkpoint``)."""
     return getattr(x, "value", x)
@@ -163,15 +173,7 @@ def check_training_arguments(args: Any, library: str | None = None) -> None:
     if getattr(args, "resume_from_checkpoint", None):
         problems.append(f"--resume_from_checkpoint {args.resume_from_checkpoint}: a lottery run resumes by itself "
                         f"from the checkpoints in its --output_dir; run the same command again (without this flag)")
-    if getattr(args, "load_best_model_at_end", False):
-        problems.append("--load_best_model_at_end would replace a level's trained weights by an earlier checkpoint's "
-                        "and break IMP; drop it")
-    if getattr(args, "auto_find_batch_size", False):
-        problems.append("--auto_find_batch_size would shrink the batch on running out of memory, so levels could train "
-                        "with different batches; choose --per_device_train_batch_size yourself")
-    if getattr(args, "save_only_model", False):
-        problems.append("--save_only_model writes checkpoints without optimizer and schedule: an interrupted level "
-                        "could not resume exactly; drop it (finished levels hold only the model anyway)")
+    problems += [why for flag, why in _SWITCHES_REFUSED.items() if getattr(args, flag, False)]
     if getattr(args, "hub_strategy", None) in _HUB_STRATEGIES_REFUSED:
         problems.append(f"--hub_strategy {_value(args.hub_strategy)}: lottery_rg pushes tickets, not Trainer "
                         f"checkpoints (a run resumes from its own --output_dir); drop it, or add --push_levels to push "

@@ -97,8 +97,9 @@ _FP16_ON_CPU = ("--fp16 needs a GPU: on a CPU the Trainer has no fp16 autocast, 
 
 
 def check_training_precision(args) -> None:
-    """Refuse settings that would not compute what they record (fp16 on a CPU); called while parsing and
-    when a ``LotteryTrainer`` is built, before any model or data work."""
+    """Refuse settings that would not compute what they record (fp16 on a CPU); the flag check
+    (:func:`lottery_rg.training.flags.precision_refusal`) asks it while parsing and when a ``LotteryTrainer`` is
+    built, before any model or data work."""
     if args is None:
         return
     device = args.device
@@ -116,7 +117,7 @@ def choose_precision(args, model: nn.Module, *, fast: str = "off", channels_last
         from transformers import TrainingArguments
 
         args = TrainingArguments(output_dir="tmp_trainer")
-    check_training_precision(args)
+    # fp16 on a CPU was refused already, with every other flag (training.flags, while parsing and in LotteryTrainer)
     conv = is_convolutional(model)
     if channels_last and not conv:
         raise ValueError(f"--channels_last applies to convolutional families (ResNet, VGG), and "
