@@ -245,6 +245,40 @@ def test_closed_form_null_predicts_pruning_of_untrained_resnet20():
     assert not [u for u in report.moved if u.startswith("layer")]
 
 
+def test_init_laws_of_an_architecture_are_built_once_per_process(monkeypatch):
+    """A run's summary, plots and card all ask for the same null: the fresh models are built once (issue 22: the
+    summary built 4 × 64 ResNet-20s), and a cached answer is a copy equal to the first."""
+    import lottery_rg.flow.null as null_mod
+    from lottery_rg.models.families import get_family
+
+    family = get_family("resnet")
+    builds = []
+    real_build = type(family).build
+    monkeypatch.setattr(type(family), "build", lambda self, info: builds.append(1) or real_build(self, info))
+    monkeypatch.setattr(null_mod, "_LAWS_CACHE", {})
+    info = family.architecture(__import__("timm").create_model("resnet20_cifar", num_classes=10))
+    info = dict(info, family="resnet")
+    tensors = ["conv1.weight", "layer3.2.conv2.weight", "fc.weight"]
+    first = null_mod.init_laws_from_architecture(info, tensors, draws=3)
+    assert len(builds) == 3
+    first["conv1.weight"] = None  # the caller's copy, not the cache
+    again = null_mod.init_laws_from_architecture(info, tensors, draws=3)
+    assert len(builds) == 3 and again["conv1.weight"] is not None
+    assert again["fc.weight"].law == "uniform" and again["layer3.2.conv2.weight"].law == "normal"
+    null_mod.init_laws_from_architecture(info, tensors, draws=3, seed=1)  # another seed is another null
+    assert len(builds) == 6
+
+
+def test_tensor_moments_match_their_definition():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(3000, generator=g) * 0.2 + 0.05
+    x = w.double().numpy()
+    m2, kurt, n = __import__("lottery_rg.flow.null", fromlist=["_moments"])._moments(w)
+    z = x - x.mean()
+    assert n == 3000 and m2 == pytest.approx(float((x ** 2).mean()), rel=1e-12)
+    assert kurt == pytest.approx(float((z ** 4).mean() / (z ** 2).mean() ** 2 - 3), rel=1e-10)
+
+
 def _null_like_pool(rng, null: InitScaleNull, shift: dict, S=5, sigma=0.003) -> FlowPool:
     """Seeds whose counts are the null's expected counts times per-level noise (and ``shift`` for chosen units)."""
     expected = null.surviving()  # levels × tensors, floats

@@ -25,6 +25,7 @@ The controls of :meth:`lottery_rg.flow.IMPFlow.untrained_control` prune the run'
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,10 +80,11 @@ def _moments(w) -> tuple[float, float, int]:
     x = np.asarray(w.detach().float().cpu().numpy() if hasattr(w, "detach") else w, dtype=np.float64).ravel()
     if x.size == 0:
         raise ValueError("a tensor without elements has no initial law")
-    m2 = float(np.mean(x * x))
+    m2 = float(np.dot(x, x)) / x.size
     z = x - x.mean()
-    var = float(np.mean(z * z))
-    kurt = float(np.mean(z ** 4)) / var ** 2 - 3.0 if var > 0 else 0.0
+    z2 = z * z  # z ** 4 as (z²)², not numpy's general power: ~10x faster
+    var = float(z2.sum()) / x.size
+    kurt = float(np.dot(z2, z2)) / x.size / var ** 2 - 3.0 if var > 0 else 0.0
     return m2, kurt, int(x.size)
 
 
@@ -120,14 +122,29 @@ def init_laws_from_architecture(model_info: Mapping, tensors, seed: int = 0,
     default (``draws=None``) enough draws for about 2·10⁶ values of the smallest tensor, at
     least 4 and at most 64, and no more than 10⁸ weights built in all.
     """
-    import torch
-
-    from ..models.families import get_family
-
     family = model_info.get("family")
     if not family:
         raise ValueError("the flow records no model family, so its initialisation cannot be rebuilt; "
                          "pass laws= (init_laws(weights)) instead")
+    key = (json.dumps(dict(model_info), sort_keys=True, default=repr), tuple(tensors), int(seed), draws)
+    if key not in _LAWS_CACHE:
+        if len(_LAWS_CACHE) >= 16:
+            _LAWS_CACHE.pop(next(iter(_LAWS_CACHE)))
+        _LAWS_CACHE[key] = _laws_from_architecture(model_info, tuple(tensors), int(seed), draws)
+    return dict(_LAWS_CACHE[key])
+
+
+#: the laws of the architectures seen in this process: a run's summary, plots and card all ask for the same null
+#: (64 builds of a ResNet-20 and ~1,400 tensor moments each time)
+_LAWS_CACHE: dict[tuple, dict[str, InitLaw]] = {}
+
+
+def _laws_from_architecture(model_info: Mapping, tensors: tuple, seed: int, draws: int | None) -> dict[str, InitLaw]:
+    import torch
+
+    from ..models.families import get_family
+
+    family = model_info["family"]
     sums: dict[str, list[float]] = {}
     k, n_draws = 0, draws
     while n_draws is None or k < max(int(n_draws), 1):
