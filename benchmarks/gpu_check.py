@@ -449,8 +449,9 @@ def markdown(report: dict) -> str:
             key = (f"{r.get('images_per_s_lottery', float('nan')):.0f} vs {r.get('images_per_s_floor', float('nan')):.0f}"
                    f" images/s: {r.get('ratio', float('nan')):.2f}x (target >= 0.9x)")
         else:
-            ratios = [f"{x['model']} {x['image_size']}px {x['variants']['bf16+channels_last']['ratio']:.2f}x"
-                      for x in r.get("results", [])]
+            ratios = [f"{x['model']} {x['image_size']}px " + (
+                      f"{x['variants']['bf16+channels_last']['ratio']:.2f}x" if "bf16+channels_last" in x["variants"]
+                      else "not run (CPU bf16 hazard)") for x in r.get("results", [])]
             key = (f"native bf16 {r.get('native_bf16')}; bf16+channels-last / fp32 per step: " + ", ".join(ratios))
         if status == "error":
             key = sec["error"].splitlines()[-1][:200]

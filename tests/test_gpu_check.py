@@ -42,10 +42,13 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert c["imp_throughput"]["result"]["ratio"] > 0
     fast = c["fast_switches"]["result"]
     assert fast["fast_auto_choice"]["channels_last"] is True and fast["fast_auto_choice"]["bf16"] == fast["native_bf16"]
-    # a bf16 variant may diverge (timm's ResNet-18 at 16 px on a CPU, about 1 run in 10: docs/performance.md);
-    # the check then names it and fails instead of crashing
+    # a bf16 variant that diverged would be named, not crash the check; the known CPU case (timm's ResNet-18 at
+    # 16 px: a strided conv on 1-pixel maps) is not run in bf16 at all, and says so
     assert {r["model"] for r in fast["results"] + fast["diverged"]} == {"resnet20_cifar", "resnet18"}
-    assert all(d["error"].startswith("bf16") for d in fast["diverged"]), fast["diverged"]
-    assert fast["passed"] == (not fast["diverged"])
-    assert all(set(r["variants"]) == {"fp32", "channels_last", "bf16", "bf16+channels_last"} for r in fast["results"])
+    assert not fast["diverged"] and fast["passed"], fast["diverged"]
+    four = {"fp32", "channels_last", "bf16", "bf16+channels_last"}
+    for r in fast["results"]:
+        assert set(r["variants"]) | set(r["skipped"]) == four
+        assert bool(r["skipped"]) == (r["model"] == "resnet18" and r["image_size"] == 16), r["skipped"]
+        assert all("layer4.0.conv1" in why for why in r["skipped"].values())
     assert p.returncode == (0 if report["passed"] else 1)

@@ -157,6 +157,55 @@ def test_fast_auto_chooses_by_device_and_model(tmp_path, monkeypatch):
         ModelArguments(fast="max")
 
 
+def test_cpu_bf16_hazard_is_found_by_geometry_and_the_probe_changes_nothing():
+    """A strided 3x3 convolution on 1-pixel maps (oneDNN's bf16 weight gradient there can be NaN) is found from one
+    blank forward pass; the model's mode, BatchNorm statistics, weights and the RNG are untouched by it."""
+    import timm
+
+    r18 = timm.create_model("resnet18", num_classes=10)
+    before = {k: v.clone() for k, v in r18.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert precision.cpu_bf16_hazards(r18, (16, 16)) == ["layer4.0.conv1"]
+    assert r18.training and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in r18.state_dict().items())
+    assert precision.cpu_bf16_hazards(r18, (32, 32)) == []  # layer4's input is 2x2 there
+    assert precision.cpu_bf16_hazards(r18, (16, 64)) == ["layer4.0.conv1"]  # 1 pixel high is enough
+    r50 = timm.create_model("resnet50", num_classes=10)  # its stride is in the bottleneck's 3x3 conv2
+    assert precision.cpu_bf16_hazards(r50, (16, 16)) == ["layer4.0.conv2"]
+    for name in ("resnet20_cifar", "resnet14_cifar", "vgg11_cifar"):  # CIFAR nets stop at 4x4 maps for 16 px
+        assert precision.cpu_bf16_hazards(timm.create_model(name, num_classes=10), (16, 16)) == [], name
+
+
+def test_fast_auto_keeps_a_hazardous_model_in_fp32_on_a_cpu(tmp_path, monkeypatch, caplog):
+    import timm
+
+    monkeypatch.setattr(precision, "bf16_support", lambda device: (True, "the CPU has AVX512-BF16 (test)"))
+    r18 = timm.create_model("resnet18", num_classes=10)
+    args = training_args(tmp_path, use_cpu=True)
+    new, p = precision.choose_precision(args, r18, fast="auto", image_size=(16, 16))
+    assert not new.bf16 and not p.bf16 and p.channels_last
+    assert "fp32 although the CPU has AVX512-BF16 (test): layer4.0.conv1 is a strided convolution" in p.reason
+    assert precision.choose_precision(args, r18, fast="auto", image_size=(32, 32))[1].bf16  # safe size: bf16
+    assert precision.choose_precision(args, r18, fast="auto")[1].bf16  # size unknown: no probe
+    with caplog.at_level("WARNING", logger="lottery_rg.training.precision"):  # asked for: kept, and warned
+        new, p = precision.choose_precision(training_args(tmp_path, use_cpu=True, bf16=True), r18, fast="off",
+                                            image_size=(16, 16))
+    assert new.bf16 and p.bf16 and "layer4.0.conv1" in caplog.text and "--fast auto would" in caplog.text
+    # a LotteryTrainer reads the size from its first training image (16 px here) and records the reason
+    setup = image_setup(model="resnet18", train_samples=32, image_size=16)
+    trainer = LotteryTrainer(args=training_args(tmp_path / "run", use_cpu=True), run_info=setup.info, fast="auto",
+                             **{k: v for k, v in setup.trainer_kwargs().items() if k not in ("fast", "channels_last")})
+    assert not trainer.args.bf16 and not trainer.precision.bf16 and "layer4.0.conv1" in trainer.precision.reason
+    # an augmenting data set gives its size without drawing random numbers training would see
+    from lottery_rg.tasks.tensor_images import TensorImageDataset
+
+    augmenting = TensorImageDataset(torch.zeros(4, 3, 12, 20), torch.zeros(4, dtype=torch.long), CIFAR_MEAN,
+                                    CIFAR_STD, normalized=True, augment=True)
+    rng = torch.get_rng_state()
+    assert precision.first_image_size(augmenting) == (12, 20) and torch.equal(torch.get_rng_state(), rng)
+    assert precision.first_image_size(None) is None and precision.first_image_size([{"input_ids": [1]}]) is None
+
+
 @pytest.mark.skipif(DEVICE.type == "cpu" and not sys.platform.startswith("linux"), reason="reads /proc/cpuinfo")
 def test_bf16_detection_agrees_with_the_hardware():
     native, why = precision.bf16_support(DEVICE)

@@ -12,6 +12,11 @@ convolutions. It only turns switches on: ``--bf16 true`` or ``--channels_last tr
 
 fp16 on a CPU is refused: torch has no fp16 autocast path on the CPU that the Trainer uses, so the run
 would silently train in fp32 while recording fp16.
+
+bf16 on a CPU has one known bad geometry (:func:`cpu_bf16_hazards`): a strided convolution with a kernel larger
+than 1 on a feature map 1 pixel high or wide — timm's ResNet-18 at 16 px reaches one in ``layer4.0.conv1``.
+oneDNN's bf16 weight gradient there is NaN in a fifth to two-thirds of the calls (torch 2.14.1; fp32 is exact), so
+``--fast auto`` keeps such a model in fp32 on a CPU and says why, and an explicit ``--bf16`` is warned.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ..models.families import family_of
 from ..models.memory_format import channels_last_batch, is_convolutional, to_channels_last
 
 __all__ = ["FAST_CHOICES", "Precision", "bf16_support", "choose_precision", "check_training_precision",
-           "is_convolutional", "to_channels_last", "channels_last_batch"]
+           "cpu_bf16_hazards", "first_image_size", "is_convolutional", "to_channels_last", "channels_last_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +113,67 @@ def check_training_precision(args) -> None:
         raise ValueError(_FP16_ON_CPU.format(bf16=f"natively here: {why}" if native else f"emulated here: {why}"))
 
 
-def choose_precision(args, model: nn.Module, *, fast: str = "off", channels_last: bool = False):
+def cpu_bf16_hazards(model: nn.Module, image_size: tuple[int, int]) -> list[str]:
+    """The 2-D convolutions of ``model`` where bf16 on a CPU is unreliable for ``image_size`` (H, W) inputs.
+
+    A convolution with stride > 1 and a kernel larger than 1 along a dimension in which its input is 1 pixel wide
+    (its window is then mostly padding): oneDNN's bf16 weight gradient for it is NaN in a fifth to two-thirds of
+    the calls with torch 2.14.1 on an AVX512-BF16 CPU, a kernel defect rather than a value problem (the same inputs
+    pass and fail), and exact in fp32. Found with one forward pass of a blank image in eval mode (no statistics or
+    RNG change)."""
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return []
+    found: list[str] = []
+
+    def probe(name: str, module: nn.Conv2d, inputs) -> None:
+        x = inputs[0]
+        if x.dim() == 4 and any(x.shape[2 + d] == 1 and module.stride[d] > 1 and module.kernel_size[d] > 1
+                                for d in (0, 1)):
+            found.append(name)
+
+    hooks = [m.register_forward_pre_hook(lambda mod, inputs, n=name: probe(n, mod, inputs)) for name, m in convs]
+    training = model.training
+    weight = convs[0][1].weight
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, convs[0][1].in_channels, *image_size, dtype=weight.dtype, device=weight.device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(training)
+    return found
+
+
+def first_image_size(dataset) -> tuple[int, int] | None:
+    """(H, W) of the first training example's ``pixel_values``; None for data without images (text, iterable).
+    Reading it draws no random numbers that training would see (an augmenting transform runs under a forked RNG)."""
+    if dataset is None or not hasattr(dataset, "__getitem__"):
+        return None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            example = dataset[0]
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+    pixels = example.get("pixel_values") if isinstance(example, dict) else None
+    shape = getattr(pixels, "shape", None)
+    return (int(shape[-2]), int(shape[-1])) if shape is not None and len(shape) == 3 else None
+
+
+def _hazard_text(hazards: list[str], image_size) -> str:
+    more = f" and {len(hazards) - 1} more" if len(hazards) > 1 else ""
+    return (f"{hazards[0]}{more} is a strided convolution on 1-pixel maps at {image_size[0]}x{image_size[1]} "
+            f"input, where the CPU's bf16 weight gradient can be NaN")
+
+
+def choose_precision(args, model: nn.Module, *, fast: str = "off", channels_last: bool = False,
+                     image_size: tuple[int, int] | None = None):
     """``(args, Precision)``: the training arguments to use (a copy with ``bf16`` turned on where ``fast='auto'``
-    chose it) and the precision and layout of the run. Raises ``ValueError`` for choices that cannot work."""
+    chose it) and the precision and layout of the run. Raises ``ValueError`` for choices that cannot work.
+
+    ``image_size`` (H, W of the training images), when known, lets bf16 on a CPU be checked against
+    :func:`cpu_bf16_hazards` first."""
     if fast not in FAST_CHOICES:
         raise ValueError(f"--fast must be one of {FAST_CHOICES}, got {fast!r}")
     if args is None:  # what Trainer would use
@@ -124,7 +187,7 @@ def choose_precision(args, model: nn.Module, *, fast: str = "off", channels_last
                          f"{type(model).__name__} is of the {family_of(model).name} family; drop --channels_last")
     device = args.device
     bf16, fp16 = bool(args.bf16), bool(args.fp16)
-    reason = ""
+    asked_bf16, reason = bf16, ""
     if fast == "auto":
         native, why = bf16_support(device)
         parts = []
@@ -133,8 +196,12 @@ def choose_precision(args, model: nn.Module, *, fast: str = "off", channels_last
         elif bf16:
             parts.append("bf16 was asked for: kept")
         elif native:
-            bf16 = True
-            parts.append(f"bf16 because {why}")
+            hazards = cpu_bf16_hazards(model, image_size) if device.type == "cpu" and conv and image_size else []
+            if hazards:
+                parts.append(f"fp32 although {why}: {_hazard_text(hazards, image_size)}")
+            else:
+                bf16 = True
+                parts.append(f"bf16 because {why}")
         else:
             parts.append(f"fp32 because {why}")
         if channels_last:
@@ -149,5 +216,10 @@ def choose_precision(args, model: nn.Module, *, fast: str = "off", channels_last
     elif bf16 and device.type == "cpu" and not bf16_support(device)[0]:
         logger.warning("--bf16 on a CPU without native bf16 (%s): torch emulates it, slower than fp32",
                        bf16_support(device)[1])
+    if asked_bf16 and device.type == "cpu" and conv and image_size:
+        hazards = cpu_bf16_hazards(model, image_size)
+        if hazards:
+            logger.warning("--bf16 on a CPU: %s (layers %s); a NaN stops the level at once — --fast auto would "
+                           "train this model in fp32 here", _hazard_text(hazards, image_size), ", ".join(hazards))
     return args, Precision(fast=fast, bf16=bf16, fp16=fp16, channels_last=bool(channels_last), device=str(device),
                            reason=reason)

@@ -46,7 +46,7 @@ from .divergence import DivergenceGuard, NonFiniteLossError
 from .flags import check_training_arguments, timm_arguments
 from .launch import check_parallelism, hold_run_lock, stop_with_launcher
 from .level_loss import LevelLoss
-from .precision import channels_last_batch, choose_precision, to_channels_last
+from .precision import channels_last_batch, choose_precision, first_image_size, to_channels_last
 from .record import hub_progress, load_or_create_flow, run_record
 from .rewind import RewindPoint
 from .tracking import log_level, reported_at, route_tracker_files
@@ -99,7 +99,8 @@ class LotteryTrainer(Trainer):
         args, self.timm_flags = timm_arguments(args, model) if args is not None and self.family.library == "timm" \
             else (args, {})
         # bf16 / channels-last (--fast, --channels_last): chosen, and the model laid out, before the Trainer sees it
-        args, self.precision = choose_precision(args, model, fast=fast, channels_last=channels_last)
+        args, self.precision = choose_precision(args, model, fast=fast, channels_last=channels_last,
+                                                image_size=first_image_size(kwargs.get("train_dataset")))
         if self.precision.channels_last:
             to_channels_last(model)
         super().__init__(model=model, args=args, **kwargs)
