@@ -99,8 +99,10 @@ class LotteryTrainer(Trainer):
         args, self.timm_flags = timm_arguments(args, model) if args is not None and self.family.library == "timm" \
             else (args, {})
         # bf16 / channels-last (--fast, --channels_last): chosen, and the model laid out, before the Trainer sees it
-        args, self.precision = choose_precision(args, model, fast=fast, channels_last=channels_last,
-                                                image_size=first_image_size(kwargs.get("train_dataset")))
+        bf16_possible = fast == "auto" or (args is not None and args.bf16)  # the CPU bf16 hazard needs the image size
+        args, self.precision = choose_precision(
+            args, model, fast=fast, channels_last=channels_last,
+            image_size=first_image_size(kwargs.get("train_dataset")) if bf16_possible else None)
         if self.precision.channels_last:
             to_channels_last(model)
         super().__init__(model=model, args=args, **kwargs)
