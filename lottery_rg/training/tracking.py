@@ -2,8 +2,9 @@
 
 Every level is a ``Trainer.train`` run from step 0 (level 0) or the rewind step k (later levels) to step T, so the
 Trainer's own step starts again at every level. Trackers get the *level step* instead: optimizer step s of level n
-is reported at ``n·T + s`` (:func:`level_step`), so the levels' curves follow one another on one axis, and a
-level's summary (``level``, ``density``, ``level_eval_*``) is reported at the end of its steps, ``(n + 1)·T``.
+is reported at ``n·T + s`` (``LotteryTrainer.log``, through :func:`reported_at`), so the levels' curves follow one
+another on one axis, and a level's summary (``level``, ``density``, ``level_eval_*``) is reported at the end of its
+steps, ``(n + 1)·T``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,7 @@ from pathlib import Path
 
 from transformers import Trainer
 
-__all__ = ["level_step", "reported_at", "log_level", "route_tracker_files"]
-
-
-def level_step(level: int, steps_per_level: int, step: int) -> int:
-    """The step at which trackers see optimizer step ``step`` of ``level``: ``level * steps_per_level + step``."""
-    return int(level) * int(steps_per_level) + int(step)
+__all__ = ["reported_at", "log_level", "route_tracker_files"]
 
 
 @contextlib.contextmanager
