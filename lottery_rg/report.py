@@ -33,16 +33,18 @@ def write_run_summary(result, flow=None) -> str:
     """
     import pandas as pd
 
-    from .flow.analysis import null_report
+    from .flow.analysis import flow_report
     from .io import atomic_write_text
 
     run = RunDir(result.output_dir)
     rows = result.rows()
     atomic_write_text(run.summary_csv, pd.DataFrame(rows).to_csv(index=False))
     granularities = flow_granularities(flow) if flow is not None else ()
+    reports = {}
     if flow is not None and len(flow.levels) >= 3:
         _attach_controls(flow, run)
-    write_plots(run.root, rows, flow, granularities)
+        reports = {g: flow_report(flow, g) for g in granularities}  # once, for the plots and the text
+    write_plots(run.root, rows, flow, granularities, reports=reports)
     lines = ["## Lottery run summary", "", result.to_markdown(), ""]
     best = result.best_ticket()
     if best is not None:
@@ -50,15 +52,10 @@ def write_run_summary(result, flow=None) -> str:
         lines += [f"Sparsest ticket within 1 accuracy point of the dense network: level {best['level']} "
                   f"at {100 * best['density']:.2f}% density ({100 * best[metric]:.2f}% vs "
                   f"{100 * rows[0][metric]:.2f}% dense).", ""]
-    if flow is not None and len(flow.levels) >= 3:
-        for granularity in granularities:
-            table = flow.eigenvalues(granularity)
-            lines += [f"### IMP flow eigenvalues ({granularity})", "", table.to_markdown(), ""]
-            try:
-                lines += [null_report(flow, granularity).to_markdown(), ""]
-            except (ValueError, KeyError, TypeError) as e:
-                lines += [f"(no init-scale null: {e})", ""]
-            lines += [table.levels_markdown(), ""]
+    if reports:
+        for granularity, shown in reports.items():
+            lines += [f"### IMP flow eigenvalues ({granularity})", "", shown.table.to_markdown(), "",
+                      shown.null_markdown(), "", shown.table.levels_markdown(), ""]
         lines += ["One seed resolves no comparison: pool 5 seeds with `lottery-rg flow RUN_seed0 … RUN_seed4` "
                   "(examples/run_seeds.sh).", ""]
     stability = list(getattr(result, "stability", None) or [])

@@ -19,8 +19,10 @@ Its verdict names the units training moved beyond the null, and says plainly whe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,7 +32,9 @@ from .eigen import EigenvalueTable, FlowComparison, _FrameLike, compare_units
 from .null import InitScaleNull
 from .pooled import pool_tables
 
-__all__ = ["NullReport", "null_report", "CONTROL_NAMES"]
+__all__ = ["NullReport", "null_report", "FlowReport", "flow_report", "CONTROL_NAMES"]
+
+logger = logging.getLogger(__name__)
 
 #: control key -> how the tables name it
 CONTROL_NAMES = {"rewind": "θ_k control", "init": "θ_0 control"}
@@ -226,3 +230,32 @@ def _carried_controls(subject) -> dict:
         if all(c is not None for c in got):
             out[key] = _CarriedControls(got, subject.labels) if hasattr(subject, "flows") else got[0]
     return out
+
+
+class FlowReport(NamedTuple):
+    """What a run summary, a card and the plots show of one granularity, computed once for all of them: the trained
+    eigenvalue table and its null report, or why no null could be built."""
+
+    table: EigenvalueTable
+    report: NullReport | None
+    missing: str = ""
+
+    @property
+    def shown(self):
+        """What the plots draw: the null report (trained λ beside the nulls), else the plain table."""
+        return self.report if self.report is not None else self.table
+
+    def null_markdown(self) -> str:
+        return self.report.to_markdown() if self.report is not None else \
+            f"(no init-scale null for this flow: {self.missing})"
+
+
+def flow_report(flow, granularity: str) -> FlowReport:
+    """:func:`null_report` of ``flow`` at ``granularity`` with default settings, or the plain table and the reason
+    when the flow records no buildable architecture."""
+    try:
+        report = null_report(flow, granularity)
+    except (ValueError, KeyError, TypeError) as e:  # e.g. a flow without a buildable architecture
+        logger.info("no init-scale null for %s: %s", getattr(flow, "label", "the flow"), e)
+        return FlowReport(flow.eigenvalues(granularity), None, str(e))
+    return FlowReport(report.trained, report)

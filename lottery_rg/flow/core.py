@@ -451,18 +451,16 @@ class IMPFlow:
         out.mkdir(parents=True, exist_ok=True)
         self.save(out / FLOW_FILE)
         self.save_table(out / "data" / "flow_table.csv")
-        plots = write_plots(out, [], self, ("block",))
         eigen = stages = nulls = per_level = "(fewer than 3 levels)"
+        reports = {}
         if len(self.levels) >= 3:
-            from .analysis import null_report
+            from .analysis import flow_report
 
-            block = self.eigenvalues("block")
-            eigen, stages, per_level = block.to_markdown(), self.eigenvalues("stage").to_markdown(), \
-                block.levels_markdown()
-            try:
-                nulls = null_report(self, "block").to_markdown()
-            except (ValueError, KeyError, TypeError) as e:
-                nulls = f"(no init-scale null for this flow: {e})"
+            block = reports["block"] = flow_report(self, "block")  # once, for the plots and the card
+            eigen, stages, per_level = block.table.to_markdown(), self.eigenvalues("stage").to_markdown(), \
+                block.table.levels_markdown()
+            nulls = block.null_markdown()
+        plots = write_plots(out, [], self, ("block",), reports=reports)
         family = self.model.get("family", "")
         arch = self.model.get("architecture", self.label)
         data = DatasetCardData(

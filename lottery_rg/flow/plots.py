@@ -14,7 +14,7 @@ Redman et al. 2022, Fig. 3; pass ``invert_x=False`` for an increasing axis.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -390,9 +390,13 @@ def flow_granularities(flow) -> tuple[str, ...]:
     return ("stage", "block") if len(stages) > 1 else ("block", "tensor")
 
 
-def write_plots(out, rows: list[dict], flow=None, granularities: tuple[str, ...] = ("block",)) -> list[str]:
-    """The PNGs a run, a ticket or a flow carries: accuracy vs density, M_i(n) and eigenvalues per granularity."""
+def write_plots(out, rows: list[dict], flow=None, granularities: tuple[str, ...] = ("block",),
+                reports: Mapping | None = None) -> list[str]:
+    """The PNGs a run, a ticket or a flow carries: accuracy vs density, M_i(n) and eigenvalues per granularity.
+    ``reports``: granularity -> :class:`~lottery_rg.flow.analysis.FlowReport` the caller has already computed."""
     from pathlib import Path
+
+    from .analysis import flow_report
 
     out, written = Path(out), []
     if any("eval_accuracy" in r for r in rows):
@@ -401,21 +405,9 @@ def write_plots(out, rows: list[dict], flow=None, granularities: tuple[str, ...]
     if flow is not None and len(flow.levels) >= 3:
         for g in granularities:
             plot_M_vs_level(flow, g, out / f"flow_M_{g}.png")
-            shown = _report_or_table(flow, g)
+            shown = (reports[g] if reports and g in reports else flow_report(flow, g)).shown
             plot_eigenvalues(shown, out / f"eigenvalues_{g}.png")
             plot_lambda_vs_level(shown, out / f"lambda_vs_level_{g}.png")
             written += [f"flow_M_{g}.png", f"eigenvalues_{g}.png", f"lambda_vs_level_{g}.png"]
     return written
 
-
-def _report_or_table(flow, granularity: str):
-    """The flow's null report (init-scale null and the controls it carries), or its table when no null can be built."""
-    from .analysis import null_report
-
-    try:
-        return null_report(flow, granularity)
-    except (ValueError, KeyError, TypeError) as e:  # e.g. a flow without a buildable architecture
-        import logging
-
-        logging.getLogger(__name__).info("no init-scale null for %s: %s", getattr(flow, "label", "the flow"), e)
-        return flow.eigenvalues(granularity)

@@ -27,22 +27,23 @@ class _Settings(dict):
         return self.get(key, "")
 
 
-def _flow_section(flow) -> str:
-    """The flow part of a card: eigenvalues next to their null models (controls, init-scale null), λ_i(n) per level."""
-    from ..flow.analysis import null_report
+def _flow_section(flow, shown=None) -> str:
+    """The flow part of a card: eigenvalues next to their null models (controls, init-scale null), λ_i(n) per level.
+    ``shown``: the flow's block-level :class:`~lottery_rg.flow.analysis.FlowReport`, when already computed."""
+    from ..flow.analysis import flow_report
 
-    table = flow.eigenvalues("block")
-    parts = [table.to_markdown()]
-    try:
+    shown = shown if shown is not None else flow_report(flow, "block")
+    parts = [shown.table.to_markdown()]
+    if shown.report is not None:
         parts.append("Null models — read the eigenvalues against them (one seed: the effects are descriptive):\n\n"
-                     + null_report(flow, "block").to_markdown())
-    except (ValueError, KeyError, TypeError) as e:
-        parts.append(f"(no init-scale null for this flow: {e})")
-    parts.append(table.levels_markdown())
+                     + shown.null_markdown())
+    else:
+        parts.append(shown.null_markdown())
+    parts.append(shown.table.levels_markdown())
     return "\n\n".join(parts)
 
 
-def ticket_card(ticket, repo_id: str | None = None, plots: list[str] | None = None) -> ModelCard:
+def ticket_card(ticket, repo_id: str | None = None, plots: list[str] | None = None, flow_shown=None) -> ModelCard:
     """The model card of a :class:`~lottery_rg.LotteryTicket` (metadata, levels, eigenvalues, plots, usage)."""
     arch = ticket.architecture()
     library = ticket.family.library
@@ -67,7 +68,7 @@ def ticket_card(ticket, repo_id: str | None = None, plots: list[str] | None = No
         eval_results=eval_results or None,
     )
     flow = ticket.flow
-    eigen = _flow_section(flow) if flow is not None and len(flow.levels) >= 3 else ""
+    eigen = _flow_section(flow, flow_shown) if flow is not None and len(flow.levels) >= 3 else ""
     table = LotteryResult(Path("."), ticket.metrics).to_markdown() if ticket.metrics else "(not recorded)"
     headline = {}
     if acc is not None:

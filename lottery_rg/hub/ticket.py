@@ -88,6 +88,7 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             trained_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.trained_state, self.rewind_state, self.tokenizer = trained_state, rewind_state, tokenizer
         self._plots: list[str] = []
+        self._flow_block = None  # the flow's block-level FlowReport once the folder is written: plots and card share it
         MaskEnforcer(model, mask).apply()
 
     # ------------------------------------------------------------------ properties
@@ -218,7 +219,12 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
             self.tokenizer.save_pretrained(out)
         if self.flow is not None:
             self.flow.save(out / "flow.json")
-        self._plots = write_plots(out, self._rows(), self.flow)
+        if self.flow is not None and len(self.flow.levels) >= 3:
+            from ..flow.analysis import flow_report
+
+            self._flow_block = flow_report(self.flow, "block")
+        self._plots = write_plots(out, self._rows(), self.flow,
+                                  reports={"block": self._flow_block} if self._flow_block else None)
 
     def _record_preprocessing(self, cfg: dict) -> None:
         """timm's ``pretrained_cfg``: the input size, mean and std the run really trained with."""
@@ -253,7 +259,8 @@ class LotteryTicket(ModelHubMixin, library_name="lottery_rg", tags=TICKET_TAGS,
     def generate_model_card(self, *args, repo_id: str | None = None, plots: list[str] | None = None,
                             **kwargs) -> ModelCard:
         """The model card (Hub metadata plus a body with files, levels, eigenvalues, plots and usage)."""
-        return ticket_card(self, repo_id=repo_id, plots=self._plots if plots is None else plots)
+        return ticket_card(self, repo_id=repo_id, plots=self._plots if plots is None else plots,
+                           flow_shown=self._flow_block)
 
     def model_card(self, repo_id: str | None = None, plots: list[str] | None = None) -> ModelCard:
         """Alias of :meth:`generate_model_card`."""
