@@ -84,11 +84,12 @@ def test_stale_temporaries_of_own_writers_are_removed_on_resume(finished, tmp_pa
     (out / "level_02.partial").mkdir()
     (out / "level_02.partial" / "mask.safetensors").write_bytes(b"\0" * 10)
     (out / ".partial-abc123").mkdir()
-    keep = out / "notes.tmp"  # not a name our writers make
+    keep = out / "notes.tmp"  # not a name our writers make: left alone
+    keep.write_text("mine")
     make_trainer(out, {"levels": 1, "rewind_steps": 1}).run_imp()
     assert not any(p.exists() for p in stale)
     assert not (out / "level_02.partial").exists() and not (out / ".partial-abc123").exists()
-    assert not keep.exists() or keep.read_text()  # untouched if present
+    assert keep.read_text() == "mine"
 
 
 # ---------------------------------------------------------------------------- tickets

@@ -138,7 +138,9 @@ def ticket_source(run_dir, level: int, branch: str | None) -> str:
 
     run = RunDir(run_dir)
     h = hashlib.sha256(f"{__version__}|{level}|{branch}".encode())
-    for path in [run.metrics(n) for n in run.level_numbers()] + [run.flow] + sorted(run.stability(level).glob("*")):
+    # the stability records (JSON), not its weight copies: those are model-sized and the ticket does not carry them
+    records = sorted(run.stability(level).glob("*.json"))
+    for path in [run.metrics(n) for n in run.level_numbers()] + [run.flow] + records:
         if path.is_file():
             h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
