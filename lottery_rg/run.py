@@ -377,7 +377,7 @@ class RunDir:
                 raise ValueError(f"{self.mask(n)} does not match the digest {digest} recorded in {self.metrics(n)}")
             found = check_safetensors(self.model(n))
             if model is not None:
-                _check_fits(self.model(n), found, model.state_dict())
+                _check_fits(self.model(n), found, model.state_dict(keep_vars=True))  # shapes only: no copies
             state, sha = read_safetensors(self.model(n))
             if record.get("model_sha256") not in (None, sha):
                 raise ValueError(f"{self.model(n)} is not the file the level wrote: its SHA-256 {sha[:16]}… differs "

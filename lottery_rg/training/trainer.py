@@ -412,8 +412,9 @@ class LotteryTrainer(Trainer):
         try:
             out = self.train(resume_from_checkpoint=resume)
             loss = self.level_loss.mean(self.state)
-            bad = nonfinite_tensors(self.model.state_dict())  # one pass: a loss can stay finite while a buffer
-            if bad:  # (BatchNorm statistics…) is not
+            # a loss can stay finite while a buffer (BatchNorm statistics…) is not; live tensors, no layout copies
+            bad = nonfinite_tensors(self.model.state_dict(keep_vars=True))
+            if bad:
                 raise NonFiniteLossError(self.divergence_guard.nonfinite_weights_message(bad))
         except NonFiniteLossError as e:
             if self.is_world_process_zero():
